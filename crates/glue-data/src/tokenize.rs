@@ -1,0 +1,193 @@
+//! Tokenization as HF `tokenizer(s1, s2, truncation=True, max_length=L)` does it:
+//! special tokens added, `longest_first` truncation, no padding (the collator pads).
+
+use std::path::Path;
+
+use rayon::prelude::*;
+use serde::Serialize;
+use tokenizers::{
+    EncodeInput, Encoding, PaddingParams, Tokenizer, TruncationDirection, TruncationParams,
+    TruncationStrategy,
+};
+
+use crate::error::{DataError, Result};
+use crate::load::{Example, GlueSplit, Label};
+
+/// HF's default `max_length` for GLUE fine-tuning (`run_glue.py --max_seq_length`).
+pub const DEFAULT_MAX_SEQ_LENGTH: usize = 128;
+
+/// Model inputs of one example, unpadded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Features {
+    pub input_ids: Vec<u32>,
+    pub token_type_ids: Vec<u32>,
+    pub attention_mask: Vec<u32>,
+}
+
+impl Features {
+    pub fn len(&self) -> usize {
+        self.input_ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.input_ids.is_empty()
+    }
+}
+
+impl From<&Encoding> for Features {
+    fn from(e: &Encoding) -> Self {
+        Features {
+            input_ids: e.get_ids().to_vec(),
+            token_type_ids: e.get_type_ids().to_vec(),
+            attention_mask: e.get_attention_mask().to_vec(),
+        }
+    }
+}
+
+/// A tokenized split: features, labels and hub `idx`, row-aligned.
+#[derive(Debug, Clone)]
+pub struct EncodedSplit {
+    pub features: Vec<Features>,
+    pub labels: Vec<Label>,
+    pub idx: Vec<i32>,
+}
+
+impl EncodedSplit {
+    pub fn len(&self) -> usize {
+        self.features.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.features.is_empty()
+    }
+
+    pub fn lengths(&self) -> Vec<usize> {
+        self.features.iter().map(Features::len).collect()
+    }
+}
+
+/// Wraps a `tokenizers::Tokenizer` configured for GLUE preprocessing.
+#[derive(Clone)]
+pub struct Preprocessor {
+    tokenizer: Tokenizer,
+    max_seq_length: usize,
+    pad_id: u32,
+    pad_type_id: u32,
+}
+
+impl Preprocessor {
+    /// Loads `tokenizer.json` (a file, or a model folder holding one).
+    pub fn from_file(path: &Path, max_seq_length: usize) -> Result<Self> {
+        let file = if path.is_dir() {
+            path.join("tokenizer.json")
+        } else {
+            path.to_path_buf()
+        };
+        if !file.exists() {
+            return Err(DataError::Tokenizer {
+                path: file,
+                message: "file not found (pass a model folder holding tokenizer.json)".into(),
+            });
+        }
+        let tokenizer = Tokenizer::from_file(&file).map_err(|e| DataError::Tokenizer {
+            path: file.clone(),
+            message: e.to_string(),
+        })?;
+        Self::new(tokenizer, max_seq_length)
+    }
+
+    /// Takes any tokenizer and makes it encode like HF with `truncation=True`:
+    /// many shipped tokenizer.json files switch fixed padding to 128 on, which would
+    /// defeat dynamic padding, so padding is turned off (its pad id is kept for the collator).
+    pub fn new(mut tokenizer: Tokenizer, max_seq_length: usize) -> Result<Self> {
+        if max_seq_length < 4 {
+            return Err(DataError::InvalidArgument(format!(
+                "max_seq_length {max_seq_length} is too small; use at least 4 (default {DEFAULT_MAX_SEQ_LENGTH})"
+            )));
+        }
+        let (pad_id, pad_type_id) = match tokenizer.get_padding() {
+            Some(PaddingParams {
+                pad_id,
+                pad_type_id,
+                ..
+            }) => (*pad_id, *pad_type_id),
+            None => (tokenizer.token_to_id("[PAD]").unwrap_or(0), 0),
+        };
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: max_seq_length,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                direction: TruncationDirection::Right,
+            }))
+            .map_err(|e| DataError::InvalidArgument(e.to_string()))?;
+        Ok(Preprocessor {
+            tokenizer,
+            max_seq_length,
+            pad_id,
+            pad_type_id,
+        })
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn max_seq_length(&self) -> usize {
+        self.max_seq_length
+    }
+
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+
+    pub fn pad_type_id(&self) -> u32 {
+        self.pad_type_id
+    }
+
+    /// Encodes one or two texts (single-sentence or pair task).
+    pub fn encode_texts(&self, texts: &[String]) -> Result<Encoding> {
+        let input: EncodeInput = match texts {
+            [a] => a.as_str().into(),
+            [a, b] => (a.as_str(), b.as_str()).into(),
+            _ => {
+                return Err(DataError::InvalidArgument(format!(
+                    "an example has {} texts; GLUE tasks have 1 or 2",
+                    texts.len()
+                )))
+            }
+        };
+        self.tokenizer
+            .encode(input, true)
+            .map_err(|e| DataError::Encode {
+                index: 0,
+                message: e.to_string(),
+            })
+    }
+
+    /// Encodes examples in parallel; the output keeps the input order.
+    pub fn encode_examples(&self, examples: &[Example]) -> Result<Vec<Features>> {
+        examples
+            .par_iter()
+            .enumerate()
+            .map(|(index, ex)| {
+                self.encode_texts(&ex.texts)
+                    .map(|e| Features::from(&e))
+                    .map_err(|e| match e {
+                        DataError::Encode { message, .. } => DataError::Encode { index, message },
+                        other => other,
+                    })
+            })
+            .collect()
+    }
+
+    /// Tokenizes a whole split, keeping labels and `idx` aligned with the features.
+    pub fn encode_split(&self, split: &GlueSplit) -> Result<EncodedSplit> {
+        Ok(EncodedSplit {
+            features: self.encode_examples(&split.examples)?,
+            labels: split.examples.iter().map(|e| e.label).collect(),
+            idx: split.examples.iter().map(|e| e.idx).collect(),
+        })
+    }
+}

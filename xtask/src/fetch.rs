@@ -1,0 +1,341 @@
+//! `cargo xtask fetch-glue`: hub (or local mirror) -> verified files under the data dir.
+//!
+//! Every file is checked three ways before it takes its final name: its SHA-256
+//! against the hub's etag (LFS files are named by their SHA-256), its parquet schema
+//! against the task registry, and its row count against the dataset card.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use glue_data::{check_file, SplitSpec, Task, HUB_DATASET};
+use hf_hub::api::sync::{ApiBuilder, ApiError};
+use hf_hub::{Cache, Repo, RepoType};
+use indicatif::ProgressBar;
+use sha2::{Digest, Sha256};
+
+const MANIFEST: &str = "manifest.json";
+
+/// What the data dir knows about each file it holds, keyed by `<config>/<file>`.
+type Manifest = BTreeMap<String, FileRecord>;
+
+#[derive(Debug, Clone, PartialEq)]
+struct FileRecord {
+    sha256: String,
+    bytes: u64,
+    rows: usize,
+}
+
+enum Source<'a> {
+    Hub,
+    Dir(&'a Path),
+}
+
+enum Outcome {
+    Present,
+    Fetched,
+    Failed(String),
+}
+
+pub fn run(tasks: &str, data_dir: &Path, from: Option<&Path>) -> Result<ExitCode> {
+    let tasks = Task::parse_list(tasks)?;
+    let source = match from {
+        Some(dir) if !dir.is_dir() => {
+            bail!("--from {}: no such directory", dir.display())
+        }
+        Some(dir) => Source::Dir(dir),
+        None => Source::Hub,
+    };
+    fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let mut manifest = read_manifest(data_dir)?;
+    let hub = Hub::from_env()?;
+
+    let mut failures = 0;
+    println!("{:<16} {:<22} {:>7}  status", "config", "split", "rows");
+    for task in tasks {
+        for split in task.spec().splits {
+            let key = format!("{}/{}", task.name(), split.file_name());
+            let outcome = match fetch_one(task, split, &key, data_dir, &source, &hub, &mut manifest)
+            {
+                Ok(outcome) => outcome,
+                Err(e) if is_unreachable(&e) => {
+                    bail!(
+                        "cannot reach the Hugging Face hub ({e:#}); import a local copy with \
+                         `--from DIR`, or point HF_ENDPOINT at a mirror"
+                    )
+                }
+                Err(e) => Outcome::Failed(format!("{e:#}")),
+            };
+            let status = match &outcome {
+                Outcome::Present => "ok (already present)".to_string(),
+                Outcome::Fetched => "ok (fetched)".to_string(),
+                Outcome::Failed(why) => {
+                    failures += 1;
+                    format!("FAILED: {why}")
+                }
+            };
+            println!(
+                "{:<16} {:<22} {:>7}  {status}",
+                task.name(),
+                split.name,
+                split.num_rows
+            );
+        }
+    }
+    if failures > 0 {
+        eprintln!("error: {failures} file(s) could not be fetched; the others are in place");
+        return Ok(ExitCode::from(1));
+    }
+    println!("all files verified in {}", data_dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn fetch_one(
+    task: Task,
+    split: &SplitSpec,
+    key: &str,
+    data_dir: &Path,
+    source: &Source,
+    hub: &Hub,
+    manifest: &mut Manifest,
+) -> Result<Outcome> {
+    let target = data_dir.join(key);
+    if let Some(record) = manifest.get(key) {
+        if verify_record(&target, record, task, split).is_ok() {
+            return Ok(Outcome::Present);
+        }
+    }
+    let (path, expected_sha) = match source {
+        Source::Dir(dir) => {
+            let path = dir.join(key);
+            if !path.exists() {
+                bail!("not in {}", dir.display());
+            }
+            (path, None)
+        }
+        Source::Hub => hub.get(key)?,
+    };
+    let record = verify_file(&path, expected_sha.as_deref(), task, split)?;
+    copy_atomically(&path, &target)?;
+    manifest.insert(key.to_string(), record);
+    write_manifest(data_dir, manifest)?;
+    Ok(Outcome::Fetched)
+}
+
+/// Checks a file against the hub's sha256 (when known), the schema and the row count.
+fn verify_file(
+    path: &Path,
+    expected_sha: Option<&str>,
+    task: Task,
+    split: &SplitSpec,
+) -> Result<FileRecord> {
+    let (sha256, bytes) = sha256_file(path)?;
+    if let Some(expected) = expected_sha {
+        if sha256 != expected {
+            bail!("sha256 {sha256} does not match the hub's {expected} (download damaged)");
+        }
+    }
+    let rows = check_file(path, task.spec())?;
+    if rows != split.num_rows {
+        bail!("{} rows, the hub card says {}", rows, split.num_rows);
+    }
+    Ok(FileRecord {
+        sha256,
+        bytes,
+        rows,
+    })
+}
+
+fn verify_record(path: &Path, record: &FileRecord, task: Task, split: &SplitSpec) -> Result<()> {
+    let meta = fs::metadata(path)?;
+    if meta.len() != record.bytes {
+        bail!("size changed");
+    }
+    verify_file(path, Some(&record.sha256), task, split).map(|_| ())
+}
+
+fn sha256_file(path: &Path) -> Result<(String, u64)> {
+    let mut file =
+        fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut bytes = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        bytes += n as u64;
+    }
+    let digest = hasher.finalize();
+    Ok((digest.iter().map(|b| format!("{b:02x}")).collect(), bytes))
+}
+
+/// Writes `<target>.part`, syncs it, then renames: a crash never leaves a partial
+/// file under the final name.
+fn copy_atomically(from: &Path, target: &Path) -> Result<()> {
+    let dir = target.parent().context("target has no parent")?;
+    fs::create_dir_all(dir)?;
+    let tmp = part_path(target);
+    let result = (|| -> io::Result<()> {
+        let mut src = fs::File::open(from)?;
+        let mut dst = fs::File::create(&tmp)?;
+        io::copy(&mut src, &mut dst)?;
+        dst.sync_all()
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot write {}", tmp.display()));
+    }
+    fs::rename(&tmp, target).with_context(|| format!("cannot rename to {}", target.display()))
+}
+
+fn part_path(target: &Path) -> PathBuf {
+    let mut name = target.file_name().unwrap_or_default().to_os_string();
+    name.push(".part");
+    target.with_file_name(name)
+}
+
+fn read_manifest(data_dir: &Path) -> Result<Manifest> {
+    let path = data_dir.join(MANIFEST);
+    let Ok(text) = fs::read_to_string(&path) else {
+        return Ok(Manifest::new());
+    };
+    // A damaged manifest only costs a re-verification, never a wrong "present".
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return Ok(Manifest::new());
+    };
+    let mut manifest = Manifest::new();
+    if let Some(map) = value.as_object() {
+        for (key, v) in map {
+            let record = (|| {
+                Some(FileRecord {
+                    sha256: v.get("sha256")?.as_str()?.to_string(),
+                    bytes: v.get("bytes")?.as_u64()?,
+                    rows: v.get("rows")?.as_u64()? as usize,
+                })
+            })();
+            if let Some(record) = record {
+                manifest.insert(key.clone(), record);
+            }
+        }
+    }
+    Ok(manifest)
+}
+
+fn write_manifest(data_dir: &Path, manifest: &Manifest) -> Result<()> {
+    let value: serde_json::Map<String, serde_json::Value> = manifest
+        .iter()
+        .map(|(k, r)| {
+            (
+                k.clone(),
+                serde_json::json!({"sha256": r.sha256, "bytes": r.bytes, "rows": r.rows}),
+            )
+        })
+        .collect();
+    let path = data_dir.join(MANIFEST);
+    let tmp = part_path(&path);
+    let mut file = fs::File::create(&tmp)?;
+    file.write_all(serde_json::to_string_pretty(&value)?.as_bytes())?;
+    file.sync_all()?;
+    fs::rename(&tmp, &path)?;
+    Ok(())
+}
+
+/// The hub, through hf-hub's blocking client and its cache (HF_HOME, HF_ENDPOINT,
+/// HF_HUB_OFFLINE honoured as `huggingface_hub` does).
+struct Hub {
+    api: hf_hub::api::sync::Api,
+    cache: Cache,
+    offline: bool,
+}
+
+impl Hub {
+    fn from_env() -> Result<Self> {
+        let offline = std::env::var("HF_HUB_OFFLINE")
+            .map(|v| {
+                matches!(
+                    v.trim().to_ascii_lowercase().as_str(),
+                    "1" | "true" | "yes" | "on"
+                )
+            })
+            .unwrap_or(false);
+        let api = ApiBuilder::from_env()
+            .with_progress(false)
+            .build()
+            .context("cannot set up the hub client")?;
+        Ok(Hub {
+            api,
+            cache: Cache::from_env(),
+            offline,
+        })
+    }
+
+    fn repo() -> Repo {
+        Repo::new(HUB_DATASET.to_string(), RepoType::Dataset)
+    }
+
+    /// A verified path in the hub cache and the sha256 the hub gave for it.
+    fn get(&self, key: &str) -> Result<(PathBuf, Option<String>)> {
+        if let Some(path) = self.cache.repo(Self::repo()).get(key) {
+            let etag = etag_of(&path);
+            match (&etag, sha256_file(&path)) {
+                (Some(etag), Ok((sha, _))) if &sha == etag => return Ok((path, Some(sha))),
+                _ if self.offline => {
+                    bail!("the cached copy is damaged and HF_HUB_OFFLINE is set; unset it to download again")
+                }
+                _ => {}
+            }
+        } else if self.offline {
+            bail!("not in the hub cache and HF_HUB_OFFLINE is set; unset it or use --from DIR");
+        }
+        let bar = ProgressBar::new(0);
+        let path = self
+            .api
+            .repo(Self::repo())
+            .download_with_progress(key, bar)
+            .map_err(|e| match e {
+                ApiError::RequestError(ref r) if is_not_found(r) => {
+                    anyhow::anyhow!("not on the hub ({HUB_DATASET} has no {key})")
+                }
+                other => anyhow::Error::new(HubError(other)),
+            })?;
+        let etag = etag_of(&path);
+        Ok((path, etag))
+    }
+}
+
+/// hf-hub stores each file as `blobs/<etag>`; for LFS files the etag is the sha256.
+fn etag_of(pointer: &Path) -> Option<String> {
+    let blob = fs::canonicalize(pointer).ok()?;
+    let name = blob.file_name()?.to_str()?.to_string();
+    (name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())).then_some(name)
+}
+
+fn is_not_found(e: &ureq::Error) -> bool {
+    matches!(e, ureq::Error::Status(404, _))
+}
+
+/// A hub failure; `unreachable` when no HTTP answer came back at all.
+#[derive(Debug)]
+struct HubError(ApiError);
+
+impl std::fmt::Display for HubError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl std::error::Error for HubError {}
+
+fn is_unreachable(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<HubError>(),
+        Some(HubError(ApiError::RequestError(r))) if matches!(**r, ureq::Error::Transport(_))
+    )
+}

@@ -1,0 +1,59 @@
+//! Project chores that must work before libtorch exists: `cargo xtask setup`
+//! installs it, `cargo xtask fetch-glue` downloads the data. No tch here.
+
+mod fetch;
+mod setup;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "glue-rs project chores")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the project venv with torch 2.11.0 (libtorch for tch) and the test model.
+    Setup {
+        /// Also create .venv-ref with full torch + transformers + scikit-learn, used only to
+        /// regenerate the golden files under tests/golden (about 4 GB).
+        #[arg(long)]
+        reference: bool,
+    },
+    /// Download GLUE parquet files from the hub dataset nyu-mll/glue and verify them.
+    FetchGlue {
+        /// Comma-separated configs (e.g. mrpc,sst2) or `all`.
+        #[arg(long, default_value = "all")]
+        tasks: String,
+        /// Where the files go: <data-dir>/<config>/<split>-00000-of-00001.parquet.
+        #[arg(long, default_value = "data/glue")]
+        data_dir: PathBuf,
+        /// Import from a local directory of the hub's layout instead of downloading.
+        #[arg(long)]
+        from: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup { reference } => setup::run(reference),
+        Command::FetchGlue {
+            tasks,
+            data_dir,
+            from,
+        } => fetch::run(&tasks, &data_dir, from.as_deref()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
