@@ -1,1 +1,3 @@
+//! BERT for sequence classification in tch, loading and saving Hugging Face checkpoints.
 
+pub mod hub;

@@ -1,0 +1,118 @@
+//! Model files from a local folder or the Hugging Face hub, cached as HF caches them
+//! (`HF_HOME`, `HF_ENDPOINT` and `HF_HUB_OFFLINE` honoured).
+
+use std::path::{Path, PathBuf};
+
+use hf_hub::api::sync::{ApiBuilder, ApiError};
+use hf_hub::{Cache, Repo, RepoType};
+
+/// Why a model's files could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("model `{id}` not found: it is not a local folder and the hub has no such repository or file `{file}`")]
+    NotFound { id: String, file: String },
+    #[error("cannot reach the Hugging Face hub for `{id}` ({message}); pass a local model folder, or set HF_ENDPOINT to a mirror")]
+    Unreachable { id: String, message: String },
+    #[error(
+        "`{id}` is not in the hub cache and HF_HUB_OFFLINE is set; unset it or pass a local folder"
+    )]
+    Offline { id: String },
+    #[error("hub download of `{id}` failed: {message}")]
+    Other { id: String, message: String },
+}
+
+fn offline() -> bool {
+    std::env::var("HF_HUB_OFFLINE")
+        .map(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "on"
+            )
+        })
+        .unwrap_or(false)
+}
+
+/// A model source: a local folder, or a hub repository whose files are fetched on demand.
+#[derive(Debug, Clone)]
+pub enum ModelSource {
+    Local(PathBuf),
+    Hub(String),
+}
+
+impl ModelSource {
+    /// A path that exists is a folder; anything else is a hub id like `bert-base-uncased`.
+    pub fn new(id_or_path: &str) -> ModelSource {
+        let path = Path::new(id_or_path);
+        if path.exists() {
+            ModelSource::Local(path.to_path_buf())
+        } else {
+            ModelSource::Hub(id_or_path.to_string())
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            ModelSource::Local(p) => p.display().to_string(),
+            ModelSource::Hub(id) => id.clone(),
+        }
+    }
+
+    /// Local path of `file`, downloading it if needed. `Ok(None)` when the source
+    /// simply has no such file (so callers can try alternatives).
+    pub fn file(&self, file: &str) -> Result<Option<PathBuf>, HubError> {
+        match self {
+            ModelSource::Local(dir) => {
+                let path = dir.join(file);
+                Ok(path.is_file().then_some(path))
+            }
+            ModelSource::Hub(id) => hub_file(id, file),
+        }
+    }
+
+    /// Like [`ModelSource::file`], but a missing file is an error naming it.
+    pub fn require(&self, file: &str) -> Result<PathBuf, HubError> {
+        self.file(file)?.ok_or_else(|| HubError::NotFound {
+            id: self.describe(),
+            file: file.to_string(),
+        })
+    }
+}
+
+fn hub_file(id: &str, file: &str) -> Result<Option<PathBuf>, HubError> {
+    let repo = Repo::new(id.to_string(), RepoType::Model);
+    if let Some(path) = Cache::from_env().repo(repo.clone()).get(file) {
+        return Ok(Some(path));
+    }
+    if offline() {
+        return Err(HubError::Offline { id: id.to_string() });
+    }
+    let api = ApiBuilder::from_env()
+        .with_progress(false)
+        .build()
+        .map_err(|e| HubError::Other {
+            id: id.to_string(),
+            message: e.to_string(),
+        })?;
+    match api.repo(repo).download(file) {
+        Ok(path) => Ok(Some(path)),
+        Err(ApiError::RequestError(e)) => match *e {
+            ureq::Error::Status(404, _) => Ok(None),
+            ureq::Error::Status(401 | 403, _) => Err(HubError::NotFound {
+                id: id.to_string(),
+                file: file.to_string(),
+            }),
+            ureq::Error::Transport(t) => Err(HubError::Unreachable {
+                id: id.to_string(),
+                message: t.to_string(),
+            }),
+            other => Err(HubError::Other {
+                id: id.to_string(),
+                message: other.to_string(),
+            }),
+        },
+        Err(e) => Err(HubError::Other {
+            id: id.to_string(),
+            message: e.to_string(),
+        }),
+    }
+}
