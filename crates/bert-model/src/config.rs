@@ -1,0 +1,212 @@
+//! `BertConfig`: HF `config.json`, field for field (transformers' `BertConfig`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{io_error, BertError, Result};
+
+/// Activation of the feed-forward block (`hidden_act`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HiddenAct {
+    /// Exact erf GELU (HF `"gelu"`).
+    Gelu,
+    /// tanh approximation (HF `"gelu_new"`, also `"gelu_pytorch_tanh"`).
+    #[serde(alias = "gelu_pytorch_tanh")]
+    GeluNew,
+    Relu,
+}
+
+fn d_vocab_size() -> i64 {
+    30522
+}
+fn d_hidden_size() -> i64 {
+    768
+}
+fn d_layers() -> i64 {
+    12
+}
+fn d_heads() -> i64 {
+    12
+}
+fn d_intermediate() -> i64 {
+    3072
+}
+fn d_act() -> HiddenAct {
+    HiddenAct::Gelu
+}
+fn d_dropout() -> f64 {
+    0.1
+}
+fn d_max_positions() -> i64 {
+    512
+}
+fn d_type_vocab() -> i64 {
+    2
+}
+fn d_eps() -> f64 {
+    1e-12
+}
+fn d_init_range() -> f64 {
+    0.02
+}
+
+/// Defaults are those of `transformers.BertConfig()` (bert-base-uncased).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BertConfig {
+    #[serde(default = "d_vocab_size")]
+    pub vocab_size: i64,
+    #[serde(default = "d_hidden_size")]
+    pub hidden_size: i64,
+    #[serde(default = "d_layers")]
+    pub num_hidden_layers: i64,
+    #[serde(default = "d_heads")]
+    pub num_attention_heads: i64,
+    #[serde(default = "d_intermediate")]
+    pub intermediate_size: i64,
+    #[serde(default = "d_act")]
+    pub hidden_act: HiddenAct,
+    #[serde(default = "d_dropout")]
+    pub hidden_dropout_prob: f64,
+    #[serde(default = "d_dropout")]
+    pub attention_probs_dropout_prob: f64,
+    #[serde(default = "d_max_positions")]
+    pub max_position_embeddings: i64,
+    #[serde(default = "d_type_vocab")]
+    pub type_vocab_size: i64,
+    #[serde(default = "d_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default)]
+    pub pad_token_id: i64,
+    #[serde(default = "d_init_range")]
+    pub initializer_range: f64,
+    #[serde(default)]
+    pub classifier_dropout: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position_embedding_type: Option<String>,
+    /// HF derives num_labels from id2label; both are written on save.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_labels: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id2label: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label2id: Option<BTreeMap<String, i64>>,
+    /// `regression`, `single_label_classification` or `multi_label_classification`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub architectures: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_type: Option<String>,
+    /// Every other field of the file, kept so a save writes it back.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Default for BertConfig {
+    fn default() -> Self {
+        serde_json::from_str("{}").expect("defaults deserialize")
+    }
+}
+
+impl BertConfig {
+    /// Reads and checks `config.json`; errors name the file and the field.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(io_error(path))?;
+        let de = &mut serde_json::Deserializer::from_str(&text);
+        let config: BertConfig =
+            serde_path_to_error::deserialize(de).map_err(|e| BertError::Config {
+                path: path.to_path_buf(),
+                message: format!("field `{}`: {}", e.path(), e.inner()),
+            })?;
+        config.validate().map_err(|message| BertError::Config {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        if let Some(t) = &self.model_type {
+            if t != "bert" {
+                return Err(format!(
+                    "field `model_type`: `{t}` is not supported, only `bert`"
+                ));
+            }
+        }
+        if let Some(t) = &self.position_embedding_type {
+            if t != "absolute" {
+                return Err(format!(
+                    "field `position_embedding_type`: `{t}` is not supported, only `absolute`"
+                ));
+            }
+        }
+        for (name, v) in [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("intermediate_size", self.intermediate_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+            ("type_vocab_size", self.type_vocab_size),
+        ] {
+            if v <= 0 {
+                return Err(format!("field `{name}`: must be positive, got {v}"));
+            }
+        }
+        if self.hidden_size % self.num_attention_heads != 0 {
+            return Err(format!(
+                "field `hidden_size`: {} is not a multiple of num_attention_heads {}",
+                self.hidden_size, self.num_attention_heads
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn head_dim(&self) -> i64 {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    /// Number of classifier outputs as HF decides it: num_labels, else id2label's size, else 2.
+    pub fn labels(&self) -> usize {
+        self.num_labels
+            .or_else(|| self.id2label.as_ref().map(BTreeMap::len))
+            .unwrap_or(2)
+    }
+
+    /// Sets the head for `label_names` (empty: regression with one output), as
+    /// HF's `from_pretrained(num_labels=..., id2label=...)` does.
+    pub fn set_labels(&mut self, label_names: &[&str]) {
+        let regression = label_names.is_empty();
+        let names: Vec<String> = if regression {
+            vec!["LABEL_0".to_string()]
+        } else {
+            label_names.iter().map(|s| s.to_string()).collect()
+        };
+        self.num_labels = Some(names.len());
+        self.id2label = Some(
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (i.to_string(), n.clone()))
+                .collect(),
+        );
+        self.label2id = Some(
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.clone(), i as i64))
+                .collect(),
+        );
+        self.problem_type = Some(
+            if regression {
+                "regression"
+            } else {
+                "single_label_classification"
+            }
+            .to_string(),
+        );
+    }
+}

@@ -1,0 +1,68 @@
+//! Device choice: CUDA when present, CPU otherwise, with a one-line notice.
+
+use std::str::FromStr;
+
+use tch::Device;
+
+use crate::error::BertError;
+
+/// `--device cuda|cpu|auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    #[default]
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+impl FromStr for DeviceChoice {
+    type Err = BertError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(DeviceChoice::Auto),
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" | "gpu" => Ok(DeviceChoice::Cuda),
+            other => Err(BertError::Input(format!(
+                "unknown device `{other}`; use cuda, cpu or auto"
+            ))),
+        }
+    }
+}
+
+/// With `--as-needed` linking, libtorch_cuda.so is dropped from the binary and CUDA
+/// then looks absent; loading it by hand registers the CUDA backend when it exists.
+fn load_cuda_backend() {
+    for name in [c"libtorch_cuda.so", c"libtorch_hip.so"] {
+        // SAFETY: dlopen with a valid C string; a null handle just means "not there".
+        let handle = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+        if !handle.is_null() {
+            return;
+        }
+    }
+}
+
+/// Resolves a choice to a device and a notice line for the user.
+pub fn select_device(choice: DeviceChoice) -> Result<(Device, String), BertError> {
+    if choice != DeviceChoice::Cpu {
+        load_cuda_backend();
+    }
+    let cuda = tch::Cuda::is_available();
+    match (choice, cuda) {
+        (DeviceChoice::Cpu, _) => Ok((Device::Cpu, "device: cpu (as asked)".into())),
+        (_, true) => Ok((
+            Device::Cuda(0),
+            format!(
+                "device: cuda:0 ({} GPU(s) visible)",
+                tch::Cuda::device_count()
+            ),
+        )),
+        (DeviceChoice::Auto, false) => Ok((
+            Device::Cpu,
+            "device: cpu (no CUDA device found; training will be slow)".into(),
+        )),
+        (DeviceChoice::Cuda, false) => Err(BertError::Input(
+            "--device cuda asked, but no CUDA device is visible; use --device cpu or auto".into(),
+        )),
+    }
+}

@@ -1,0 +1,289 @@
+//! HF checkpoints in and out: `from_pretrained` and `save_pretrained`, mirroring
+//! `PreTrainedModel.from_pretrained` / `save_pretrained` for BERT classifiers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use tch::{nn, Device, Kind, Tensor};
+
+use crate::config::BertConfig;
+use crate::error::{io_error, BertError, Result};
+use crate::hub::ModelSource;
+use crate::model::{Precision, SequenceClassifier, SequenceClassifierOutput};
+
+/// Files copied next to the weights so a saved folder is a complete HF model folder.
+const TOKENIZER_FILES: &[&str] = &[
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "special_tokens_map.json",
+];
+
+/// What `from_pretrained` did with the checkpoint's keys (HF prints the same lists).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoadReport {
+    /// Model weights the checkpoint lacked, initialized as HF does (normal(0, initializer_range), zero bias).
+    pub newly_initialized: Vec<String>,
+    /// Checkpoint weights the model has no use for (pretraining heads `cls.*` and the like).
+    pub unused: Vec<String>,
+}
+
+impl fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.unused.is_empty() {
+            writeln!(
+                f,
+                "Some weights of the checkpoint were not used: {}",
+                self.unused.join(", ")
+            )?;
+        }
+        if !self.newly_initialized.is_empty() {
+            writeln!(
+                f,
+                "Some weights of BertForSequenceClassification were not initialized from the \
+                 checkpoint and are newly initialized: {}\nYou should probably TRAIN this model \
+                 on a down-stream task to be able to use it for predictions and inference.",
+                self.newly_initialized.join(", ")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// `BertForSequenceClassification` with its weights, config and origin.
+pub struct BertForSequenceClassification {
+    pub vs: nn::VarStore,
+    pub config: BertConfig,
+    pub model: SequenceClassifier,
+    /// Folder holding the tokenizer files, copied on save.
+    pub tokenizer_dir: Option<PathBuf>,
+}
+
+impl fmt::Debug for BertForSequenceClassification {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BertForSequenceClassification")
+            .field("config", &self.config)
+            .field("device", &self.vs.device())
+            .finish()
+    }
+}
+
+/// Normalizes a checkpoint key to this model's naming: `bert.` prefix for bare
+/// BertModel checkpoints, legacy TF `gamma`/`beta` LayerNorm names. `None`: not a weight of ours.
+fn normalize_key(key: &str) -> Option<String> {
+    if key.starts_with("cls.") || key.ends_with("position_ids") {
+        return None;
+    }
+    let key = key
+        .strip_suffix(".gamma")
+        .map(|k| format!("{k}.weight"))
+        .or_else(|| key.strip_suffix(".beta").map(|k| format!("{k}.bias")))
+        .unwrap_or_else(|| key.to_string());
+    if key.starts_with("bert.") || key.starts_with("classifier.") {
+        Some(key)
+    } else {
+        Some(format!("bert.{key}"))
+    }
+}
+
+fn read_weights(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    let is_bin = path.extension().is_some_and(|e| e == "bin");
+    let result = if is_bin {
+        Tensor::loadz_multi(path)
+    } else {
+        Tensor::read_safetensors(path)
+    };
+    result.map_err(|e| BertError::Weights {
+        path: path.to_path_buf(),
+        message: e.to_string().lines().next().unwrap_or_default().to_string(),
+    })
+}
+
+impl BertForSequenceClassification {
+    /// A randomly initialized model (HF init) for `config`.
+    pub fn new(config: BertConfig, device: Device) -> Self {
+        let vs = nn::VarStore::new(device);
+        let model = SequenceClassifier::load(&vs.root(), &config);
+        BertForSequenceClassification {
+            vs,
+            config,
+            model,
+            tokenizer_dir: None,
+        }
+    }
+
+    /// Loads a local HF folder or a hub id. `label_names`: the task's classes in order
+    /// (empty for regression); `None` keeps the checkpoint's own head.
+    pub fn from_pretrained(
+        id_or_path: &str,
+        label_names: Option<&[&str]>,
+        device: Device,
+    ) -> Result<(Self, LoadReport)> {
+        let source = ModelSource::new(id_or_path);
+        let config_path = source.require("config.json")?;
+        let mut config = BertConfig::from_file(&config_path)?;
+        if let Some(names) = label_names {
+            config.set_labels(names);
+        }
+        let weights_path = match source.file("model.safetensors")? {
+            Some(p) => p,
+            None => source
+                .file("pytorch_model.bin")?
+                .ok_or_else(|| BertError::NoWeights {
+                    source_name: source.describe(),
+                })?,
+        };
+        // Tokenizer files are optional; a hub model fetches them alongside.
+        let tokenizer_dir = match source.file("tokenizer.json") {
+            Ok(Some(p)) => {
+                for f in &TOKENIZER_FILES[1..] {
+                    let _ = source.file(f);
+                }
+                p.parent().map(Path::to_path_buf)
+            }
+            _ => None,
+        };
+        let mut model = Self::new(config, device);
+        model.tokenizer_dir = tokenizer_dir;
+        let report = model.load_weights(&weights_path)?;
+        Ok((model, report))
+    }
+
+    /// Copies checkpoint tensors into the model; unknown keys are reported, shape
+    /// mismatches are errors.
+    pub fn load_weights(&mut self, path: &Path) -> Result<LoadReport> {
+        let checkpoint = read_weights(path)?;
+        let mut variables = self.vs.variables();
+        let mut loaded = BTreeSet::new();
+        let mut unused = Vec::new();
+        for (key, tensor) in checkpoint {
+            let Some(name) = normalize_key(&key) else {
+                if key.starts_with("cls.") {
+                    unused.push(key);
+                }
+                continue;
+            };
+            let Some(var) = variables.get_mut(&name) else {
+                unused.push(key);
+                continue;
+            };
+            if var.size() != tensor.size() {
+                return Err(BertError::ShapeMismatch {
+                    key,
+                    checkpoint: tensor.size(),
+                    model: var.size(),
+                });
+            }
+            tch::no_grad(|| var.copy_(&tensor.to_kind(var.kind())));
+            loaded.insert(name);
+        }
+        let newly_initialized = variables
+            .keys()
+            .filter(|k| !loaded.contains(*k))
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        unused.sort();
+        Ok(LoadReport {
+            newly_initialized,
+            unused,
+        })
+    }
+
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.model.bert.set_precision(precision);
+    }
+
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        token_type_ids: &Tensor,
+        attention_mask: &Tensor,
+        labels: Option<&Tensor>,
+        train: bool,
+    ) -> SequenceClassifierOutput {
+        self.model
+            .forward(input_ids, token_type_ids, attention_mask, labels, train)
+    }
+
+    /// Writes `model.safetensors`, `config.json` and the tokenizer files into `dir`,
+    /// atomically: everything goes to a sibling temp folder that is renamed at the end.
+    pub fn save_pretrained(&self, dir: &Path) -> Result<()> {
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        fs::create_dir_all(&parent).map_err(io_error(&parent))?;
+        let name = dir
+            .file_name()
+            .ok_or_else(|| BertError::Input(format!("{}: not a folder name", dir.display())))?
+            .to_string_lossy()
+            .into_owned();
+        let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir_all(&tmp).map_err(io_error(&tmp))?;
+        let written = self.write_files(&tmp);
+        if let Err(e) = written {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        replace_dir(&tmp, dir)
+    }
+
+    fn write_files(&self, dir: &Path) -> Result<()> {
+        let variables: BTreeMap<String, Tensor> = self.vs.variables().into_iter().collect();
+        let cpu: Vec<(String, Tensor)> = variables
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.detach().to(Device::Cpu).to_kind(Kind::Float).contiguous(),
+                )
+            })
+            .collect();
+        Tensor::write_safetensors(&cpu, dir.join("model.safetensors"))?;
+        let mut config = self.config.clone();
+        config.architectures = Some(vec!["BertForSequenceClassification".into()]);
+        config.model_type = Some("bert".into());
+        if config.id2label.is_none() {
+            let names: Vec<String> = (0..config.labels()).map(|i| format!("LABEL_{i}")).collect();
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            config.set_labels(if config.labels() == 1 { &[] } else { &refs });
+        }
+        let json =
+            serde_json::to_string_pretty(&config).map_err(|e| BertError::Input(e.to_string()))?;
+        let path = dir.join("config.json");
+        fs::write(&path, json + "\n").map_err(io_error(&path))?;
+        if let Some(src) = &self.tokenizer_dir {
+            for f in TOKENIZER_FILES {
+                let from = src.join(f);
+                if from.is_file() {
+                    let to = dir.join(f);
+                    fs::copy(&from, &to).map_err(io_error(&to))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Moves `tmp` to `dir`, replacing an existing folder without a moment where
+/// `dir` holds a mix of old and new files.
+fn replace_dir(tmp: &Path, dir: &Path) -> Result<()> {
+    if dir.exists() {
+        let old = tmp.with_extension("old");
+        fs::rename(dir, &old).map_err(io_error(dir))?;
+        fs::rename(tmp, dir).map_err(io_error(dir))?;
+        let _ = fs::remove_dir_all(&old);
+    } else {
+        fs::rename(tmp, dir).map_err(io_error(dir))?;
+    }
+    Ok(())
+}
