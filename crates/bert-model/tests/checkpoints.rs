@@ -52,61 +52,115 @@ fn reference_python() -> Option<std::path::PathBuf> {
 #[test]
 fn save_pretrained_round_trips_in_rust_and_in_hf_transformers() {
     tch::manual_seed(7);
-    let (model, _) =
-        BertForSequenceClassification::from_pretrained(test_model_dir().to_str().unwrap(), Some(MRPC), Device::Cpu)
-            .unwrap();
+    let (model, _) = BertForSequenceClassification::from_pretrained(
+        test_model_dir().to_str().unwrap(),
+        Some(MRPC),
+        Device::Cpu,
+    )
+    .unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("saved");
     model.save_pretrained(&out).unwrap();
-    for f in ["model.safetensors", "config.json", "tokenizer.json", "vocab.txt"] {
+    for f in [
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "vocab.txt",
+    ] {
         assert!(out.join(f).is_file(), "{f} missing from the saved folder");
     }
-    assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1, "no temp folder left");
-    let config: serde_json::Value = serde_json::from_str(&fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        fs::read_dir(tmp.path()).unwrap().count(),
+        1,
+        "no temp folder left"
+    );
+    let config: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["architectures"][0], "BertForSequenceClassification");
     assert_eq!(config["id2label"]["1"], "equivalent");
     assert_eq!(config["label2id"]["not_equivalent"], 0);
 
     // Back into Rust: every weight found, same logits.
     let (again, report) =
-        BertForSequenceClassification::from_pretrained(out.to_str().unwrap(), None, Device::Cpu).unwrap();
-    assert!(report.newly_initialized.is_empty() && report.unused.is_empty(), "{report:?}");
+        BertForSequenceClassification::from_pretrained(out.to_str().unwrap(), None, Device::Cpu)
+            .unwrap();
+    assert!(
+        report.newly_initialized.is_empty() && report.unused.is_empty(),
+        "{report:?}"
+    );
     let (a, b) = (logits(&model), logits(&again));
-    assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() <= 1e-6), "{a:?} vs {b:?}");
+    assert!(
+        a.iter().zip(&b).all(|(x, y)| (x - y).abs() <= 1e-6),
+        "{a:?} vs {b:?}"
+    );
 
     // And into HF transformers, when the reference venv is there.
-    let Some(python) = reference_python() else { return };
+    let Some(python) = reference_python() else {
+        return;
+    };
     let output = Command::new(python)
         .arg(workspace_root().join("scripts/check_hf_load.py"))
         .arg(&out)
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let hf: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(hf["class"], "BertForSequenceClassification");
     assert_eq!(hf["missing_keys"], serde_json::json!([]), "{hf}");
     assert_eq!(hf["unexpected_keys"], serde_json::json!([]), "{hf}");
     assert_eq!(hf["mismatched_keys"], serde_json::json!([]), "{hf}");
     assert_eq!(hf["id2label"]["0"], "not_equivalent");
-    let theirs: Vec<f64> = hf["logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let theirs: Vec<f64> = hf["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
     for (ours, theirs) in a.iter().zip(&theirs) {
-        assert!((*ours as f64 - theirs).abs() <= 1e-5, "logits {a:?} vs HF {theirs:?}");
+        assert!(
+            (*ours as f64 - theirs).abs() <= 1e-5,
+            "logits {a:?} vs HF {theirs:?}"
+        );
     }
 }
 
 #[test]
 fn loads_from_a_hub_id_through_the_loopback_hub() {
-    let hub = HubServer::start().with_model("sentence-transformers/all-MiniLM-L6-v2", &test_model_dir());
+    let hub =
+        HubServer::start().with_model("sentence-transformers/all-MiniLM-L6-v2", &test_model_dir());
     let tmp = tempfile::tempdir().unwrap();
     std::env::set_var("HF_ENDPOINT", hub.endpoint());
     std::env::set_var("HF_HOME", tmp.path());
-    let (model, report) =
-        BertForSequenceClassification::from_pretrained("sentence-transformers/all-MiniLM-L6-v2", Some(MRPC), Device::Cpu)
-            .unwrap();
-    assert_eq!(report.newly_initialized, vec!["classifier.bias", "classifier.weight"]);
-    assert!(model.tokenizer_dir.as_ref().unwrap().join("tokenizer.json").is_file());
-    assert!(hub.requests().iter().any(|r| r.ends_with("resolve/main/model.safetensors")));
-    let err = BertForSequenceClassification::from_pretrained("no-such-org/no-such-model", None, Device::Cpu).unwrap_err();
+    let (model, report) = BertForSequenceClassification::from_pretrained(
+        "sentence-transformers/all-MiniLM-L6-v2",
+        Some(MRPC),
+        Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(
+        report.newly_initialized,
+        vec!["classifier.bias", "classifier.weight"]
+    );
+    assert!(model
+        .tokenizer_dir
+        .as_ref()
+        .unwrap()
+        .join("tokenizer.json")
+        .is_file());
+    assert!(hub
+        .requests()
+        .iter()
+        .any(|r| r.ends_with("resolve/main/model.safetensors")));
+    let err = BertForSequenceClassification::from_pretrained(
+        "no-such-org/no-such-model",
+        None,
+        Device::Cpu,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("not found"), "{err}");
 }
 
@@ -120,28 +174,52 @@ fn legacy_names_prefixes_and_pretraining_heads() {
     let renamed: Vec<(String, Tensor)> = tensors
         .into_iter()
         .map(|(k, t)| {
-            let k = k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta");
+            let k = k
+                .replace("LayerNorm.weight", "LayerNorm.gamma")
+                .replace("LayerNorm.bias", "LayerNorm.beta");
             (format!("bert.{k}"), t)
         })
-        .chain([("cls.predictions.bias".to_string(), Tensor::zeros([30522], (Kind::Float, Device::Cpu)))])
+        .chain([(
+            "cls.predictions.bias".to_string(),
+            Tensor::zeros([30522], (Kind::Float, Device::Cpu)),
+        )])
         .collect();
     Tensor::write_safetensors(&renamed, tmp.path().join("model.safetensors")).unwrap();
-    let (legacy, report) =
-        BertForSequenceClassification::from_pretrained(tmp.path().to_str().unwrap(), Some(MRPC), Device::Cpu).unwrap();
-    assert_eq!(report.newly_initialized, vec!["classifier.bias", "classifier.weight"]);
+    let (legacy, report) = BertForSequenceClassification::from_pretrained(
+        tmp.path().to_str().unwrap(),
+        Some(MRPC),
+        Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(
+        report.newly_initialized,
+        vec!["classifier.bias", "classifier.weight"]
+    );
     assert_eq!(report.unused, vec!["cls.predictions.bias"]);
-    assert!(report.to_string().contains("newly initialized: classifier.bias, classifier.weight"));
-    let (plain, _) =
-        BertForSequenceClassification::from_pretrained(dir.to_str().unwrap(), Some(MRPC), Device::Cpu).unwrap();
+    assert!(report
+        .to_string()
+        .contains("newly initialized: classifier.bias, classifier.weight"));
+    let (plain, _) = BertForSequenceClassification::from_pretrained(
+        dir.to_str().unwrap(),
+        Some(MRPC),
+        Device::Cpu,
+    )
+    .unwrap();
     let (ids, types, mask) = fixed_input();
-    let a = legacy.forward(&ids, &types, &mask, None, false).pooled_output;
-    let b = plain.forward(&ids, &types, &mask, None, false).pooled_output;
+    let a = legacy
+        .forward(&ids, &types, &mask, None, false)
+        .pooled_output;
+    let b = plain
+        .forward(&ids, &types, &mask, None, false)
+        .pooled_output;
     assert!(a.allclose(&b, 0.0, 0.0, false));
 }
 
 #[test]
 fn pytorch_model_bin_loads_like_safetensors() {
-    let Some(python) = reference_python() else { return };
+    let Some(python) = reference_python() else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     copy_dir(&test_model_dir(), tmp.path());
     fs::remove_file(tmp.path().join("model.safetensors")).unwrap();
@@ -153,20 +231,35 @@ fn pytorch_model_bin_loads_like_safetensors() {
     );
     let status = Command::new(python).args(["-c", &script]).status().unwrap();
     assert!(status.success());
-    let (model, report) =
-        BertForSequenceClassification::from_pretrained(tmp.path().to_str().unwrap(), Some(MRPC), Device::Cpu).unwrap();
-    assert_eq!(report.newly_initialized, vec!["classifier.bias", "classifier.weight"]);
-    let (plain, _) =
-        BertForSequenceClassification::from_pretrained(test_model_dir().to_str().unwrap(), Some(MRPC), Device::Cpu)
-            .unwrap();
+    let (model, report) = BertForSequenceClassification::from_pretrained(
+        tmp.path().to_str().unwrap(),
+        Some(MRPC),
+        Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(
+        report.newly_initialized,
+        vec!["classifier.bias", "classifier.weight"]
+    );
+    let (plain, _) = BertForSequenceClassification::from_pretrained(
+        test_model_dir().to_str().unwrap(),
+        Some(MRPC),
+        Device::Cpu,
+    )
+    .unwrap();
     let (ids, types, mask) = fixed_input();
-    let a = model.forward(&ids, &types, &mask, None, false).pooled_output;
-    let b = plain.forward(&ids, &types, &mask, None, false).pooled_output;
+    let a = model
+        .forward(&ids, &types, &mask, None, false)
+        .pooled_output;
+    let b = plain
+        .forward(&ids, &types, &mask, None, false)
+        .pooled_output;
     assert!(a.allclose(&b, 0.0, 0.0, false));
 }
 
 fn load_err(dir: &Path) -> BertError {
-    BertForSequenceClassification::from_pretrained(dir.to_str().unwrap(), Some(MRPC), Device::Cpu).unwrap_err()
+    BertForSequenceClassification::from_pretrained(dir.to_str().unwrap(), Some(MRPC), Device::Cpu)
+        .unwrap_err()
 }
 
 #[test]
@@ -177,14 +270,22 @@ fn bad_checkpoints_give_typed_errors() {
     let empty = tmp.path().join("empty");
     fs::create_dir_all(&empty).unwrap();
     let err = load_err(&empty);
-    assert!(matches!(err, BertError::Hub(_)) && err.to_string().contains("config.json"), "{err}");
+    assert!(
+        matches!(err, BertError::Hub(_)) && err.to_string().contains("config.json"),
+        "{err}"
+    );
 
     // Truncated safetensors.
     let truncated = tmp.path().join("truncated");
     copy_dir(&test_model_dir(), &truncated);
     let weights = truncated.join("model.safetensors");
     let len = fs::metadata(&weights).unwrap().len();
-    fs::OpenOptions::new().write(true).open(&weights).unwrap().set_len(len / 3).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&weights)
+        .unwrap()
+        .set_len(len / 3)
+        .unwrap();
     let err = load_err(&truncated);
     assert!(matches!(err, BertError::Weights { .. }), "{err}");
     assert!(err.to_string().contains("model.safetensors"), "{err}");
@@ -192,20 +293,32 @@ fn bad_checkpoints_give_typed_errors() {
     // Wrong shapes: the config promises a smaller vocabulary than the weights hold.
     let shapes = tmp.path().join("shapes");
     copy_dir(&test_model_dir(), &shapes);
-    let config = fs::read_to_string(shapes.join("config.json")).unwrap().replace("30522", "30000");
+    let config = fs::read_to_string(shapes.join("config.json"))
+        .unwrap()
+        .replace("30522", "30000");
     fs::write(shapes.join("config.json"), config).unwrap();
     let err = load_err(&shapes);
     assert!(matches!(err, BertError::ShapeMismatch { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("embeddings.word_embeddings.weight") && msg.contains("[30522, 384]") && msg.contains("[30000, 384]"), "{msg}");
+    assert!(
+        msg.contains("embeddings.word_embeddings.weight")
+            && msg.contains("[30522, 384]")
+            && msg.contains("[30000, 384]"),
+        "{msg}"
+    );
 
     // Unknown activation.
     let act = tmp.path().join("act");
     copy_dir(&test_model_dir(), &act);
-    let config = fs::read_to_string(act.join("config.json")).unwrap().replace("\"gelu\"", "\"swish\"");
+    let config = fs::read_to_string(act.join("config.json"))
+        .unwrap()
+        .replace("\"gelu\"", "\"swish\"");
     fs::write(act.join("config.json"), config).unwrap();
     let err = load_err(&act);
     let msg = err.to_string();
     assert!(matches!(err, BertError::Config { .. }), "{msg}");
-    assert!(msg.contains("config.json") && msg.contains("hidden_act") && msg.contains("swish"), "{msg}");
+    assert!(
+        msg.contains("config.json") && msg.contains("hidden_act") && msg.contains("swish"),
+        "{msg}"
+    );
 }
