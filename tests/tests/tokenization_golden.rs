@@ -22,6 +22,7 @@ fn encodings_match_hf_transformers_for_every_split_in_the_mirror() {
         std::fs::read_to_string(workspace_root().join("tests/golden/tokenization.json")).unwrap();
     let golden: Value = serde_json::from_str(&text).unwrap();
     let pre = Preprocessor::from_file(&test_model_dir(), 128).unwrap();
+    let short = Preprocessor::from_file(&test_model_dir(), 24).unwrap();
     let mut splits: HashMap<(String, String), GlueSplit> = HashMap::new();
     let cases = golden["cases"].as_array().unwrap();
     let mut truncated = 0;
@@ -37,11 +38,16 @@ fn encodings_match_hf_transformers_for_every_split_in_the_mirror() {
                 load_split(&mirror_dir(), task, &split).unwrap()
             });
         let example = data.get(row).unwrap();
-        let encoded = pre
+        let max_length = case["max_length"].as_u64().unwrap() as usize;
+        let p = if max_length == 24 { &short } else { &pre };
+        assert_eq!(p.max_seq_length(), max_length);
+        let encoded = p
             .encode_examples(std::slice::from_ref(example))
             .unwrap()
             .remove(0);
-        let at = format!("{config}/{split}[{row}]");
+        // The full tokenizers pipeline (non-ASCII texts take it) must agree too.
+        assert_eq!(encoded, p.encode_features_full(&example.texts).unwrap());
+        let at = format!("{config}/{split}[{row}] max_length {max_length}");
         assert_eq!(
             encoded.input_ids,
             ids(&case["input_ids"]),
@@ -57,7 +63,8 @@ fn encodings_match_hf_transformers_for_every_split_in_the_mirror() {
             ids(&case["attention_mask"]),
             "attention_mask of {at}"
         );
-        truncated += usize::from(case["untruncated_length"].as_u64().unwrap() > 128);
+        truncated +=
+            usize::from(case["untruncated_length"].as_u64().unwrap() as usize > max_length);
         pairs += usize::from(example.texts.len() == 2);
     }
     assert_eq!(
@@ -70,4 +77,73 @@ fn encodings_match_hf_transformers_for_every_split_in_the_mirror() {
         pairs > 0 && pairs < cases.len(),
         "both single and pair tasks"
     );
+}
+
+/// The ASCII fast path must give the full `tokenizers` pipeline's ids for every
+/// example of every split in the mirror (and it must really be in use).
+#[test]
+fn fast_path_equals_the_full_pipeline_on_the_whole_mirror() {
+    let pre = Preprocessor::from_file(&test_model_dir(), 128).unwrap();
+    assert!(
+        pre.has_fast_path(),
+        "the BERT tokenizer should take the fast path"
+    );
+    let short = Preprocessor::from_file(&test_model_dir(), 24).unwrap();
+    let mut checked = 0;
+    for task in Task::ALL {
+        for split in task.spec().splits {
+            let Ok(data) = load_split(&mirror_dir(), task, split.name) else {
+                continue;
+            };
+            for (i, ex) in data.examples.iter().enumerate() {
+                // Every example at 128 tokens; a sample at 24, where pairs truncate often.
+                let pres: &[&Preprocessor] = if i % 10 == 0 {
+                    &[&pre, &short]
+                } else {
+                    &[&pre]
+                };
+                for p in pres {
+                    let fast = p.encode_features(&ex.texts).unwrap();
+                    let full = p.encode_features_full(&ex.texts).unwrap();
+                    assert_eq!(
+                        fast,
+                        full,
+                        "{task}/{}[{i}] at max_length {}",
+                        split.name,
+                        p.max_seq_length()
+                    );
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 130_000, "{checked}");
+}
+
+#[test]
+fn fast_path_corner_cases() {
+    let pre = Preprocessor::from_file(&test_model_dir(), 16).unwrap();
+    let long_word = "a".repeat(150);
+    let cases = [
+        "Hello, World!!",
+        "tabs\tand\nnew\rlines  and \u{0b}vertical\u{0c}feeds",
+        "control\u{01}chars\u{7f}vanish",
+        "an [SEP] inside and [unk] too",
+        "Ünïcödé goes the full way",
+        "",
+        "   ",
+        long_word.as_str(),
+        "xqzjvwk unaffable supercalifragilistic",
+    ];
+    for a in cases {
+        for b in cases {
+            for texts in [vec![a.to_string()], vec![a.to_string(), b.to_string()]] {
+                assert_eq!(
+                    pre.encode_features(&texts).unwrap(),
+                    pre.encode_features_full(&texts).unwrap(),
+                    "{texts:?}"
+                );
+            }
+        }
+    }
 }

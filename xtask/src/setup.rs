@@ -35,8 +35,14 @@ pub fn run(reference: bool) -> Result<ExitCode> {
         fs::write(venv.join(STAMP), &wanted)?;
         println!("setup: .venv ready ({})", wanted.trim());
     }
+    // Cargo passes `.cargo/config.toml`'s own LIBTORCH (.venv/torch) to us too; only
+    // a different value was exported by the user.
     if let Ok(own) = std::env::var("LIBTORCH") {
-        println!("setup: LIBTORCH={own} is set in your environment and takes precedence over .venv/torch");
+        if Path::new(&own) != venv.join("torch") {
+            println!(
+                "setup: LIBTORCH={own} from your environment takes precedence over .venv/torch"
+            );
+        }
     }
     if reference {
         install_reference(&python, &root)?;

@@ -149,13 +149,12 @@ pub fn tokenize(args: &TokenizeArgs) -> Result<()> {
     let index = args.index.unwrap_or(0);
     let ex = split.get(index)?;
     let pre = preprocessor(args)?;
-    let encoding = pre.encode_texts(&ex.texts)?;
-    let f = Features::from(&encoding);
+    let f = pre.encode_features(&ex.texts)?;
     println!("input_ids: {:?}", f.input_ids);
     println!("token_type_ids: {:?}", f.token_type_ids);
     println!("attention_mask: {:?}", f.attention_mask);
-    let tokens: Vec<String> = encoding
-        .get_tokens()
+    let tokens: Vec<String> = pre
+        .tokens(&f.input_ids)
         .iter()
         .map(|t| python_str(t))
         .collect();

@@ -19,6 +19,8 @@
 #[cfg(feature = "tokenize")]
 mod collate;
 mod error;
+#[cfg(feature = "tokenize")]
+mod fast_wordpiece;
 mod load;
 pub mod sampler;
 mod task;

@@ -11,6 +11,7 @@ use tokenizers::{
 };
 
 use crate::error::{DataError, Result};
+use crate::fast_wordpiece::{BertLayout, FastWordPiece};
 use crate::load::{Example, GlueSplit, Label};
 
 /// HF's default `max_length` for GLUE fine-tuning (`run_glue.py --max_seq_length`).
@@ -44,6 +45,16 @@ impl From<&Encoding> for Features {
     }
 }
 
+fn check_texts(texts: &[String]) -> Result<()> {
+    if texts.is_empty() || texts.len() > 2 {
+        return Err(DataError::InvalidArgument(format!(
+            "an example has {} texts; GLUE tasks have 1 or 2",
+            texts.len()
+        )));
+    }
+    Ok(())
+}
+
 /// A tokenized split: features, labels and hub `idx`, row-aligned.
 #[derive(Debug, Clone)]
 pub struct EncodedSplit {
@@ -73,6 +84,9 @@ pub struct Preprocessor {
     max_seq_length: usize,
     pad_id: u32,
     pad_type_id: u32,
+    /// BERT layout: texts are tokenized alone and truncated/assembled by us (as HF does).
+    layout: Option<BertLayout>,
+    fast: Option<FastWordPiece>,
 }
 
 impl Preprocessor {
@@ -122,11 +136,21 @@ impl Preprocessor {
                 direction: TruncationDirection::Right,
             }))
             .map_err(|e| DataError::InvalidArgument(e.to_string()))?;
+        let layout = BertLayout::detect(&tokenizer);
+        let fast = layout.and(FastWordPiece::new(&tokenizer));
+        if layout.is_some() {
+            // Truncation happens in `BertLayout::assemble`, with HF's arithmetic.
+            tokenizer
+                .with_truncation(None)
+                .map_err(|e| DataError::InvalidArgument(e.to_string()))?;
+        }
         Ok(Preprocessor {
             tokenizer,
             max_seq_length,
             pad_id,
             pad_type_id,
+            layout,
+            fast,
         })
     }
 
@@ -138,6 +162,41 @@ impl Preprocessor {
         self.max_seq_length
     }
 
+    /// True when plain-ASCII texts skip the full `tokenizers` pipeline (same ids, less work).
+    pub fn has_fast_path(&self) -> bool {
+        self.fast.is_some()
+    }
+
+    /// Model inputs of one example, always through the full `tokenizers` pipeline.
+    pub fn encode_features_full(&self, texts: &[String]) -> Result<Features> {
+        let Some(layout) = self.layout else {
+            return self.encode_texts(texts).map(|e| Features::from(&e));
+        };
+        check_texts(texts)?;
+        let pieces = |text: &String| -> Result<Vec<u32>> {
+            self.tokenizer
+                .encode(text.as_str(), false)
+                .map(|e| e.get_ids().to_vec())
+                .map_err(|e| DataError::Encode {
+                    index: 0,
+                    message: e.to_string(),
+                })
+        };
+        let a = pieces(&texts[0])?;
+        let b = texts.get(1).map(pieces).transpose()?;
+        Ok(layout.assemble(a, b, self.max_seq_length))
+    }
+
+    /// Model inputs of one example: the fast path when it applies, else the full pipeline.
+    pub fn encode_features(&self, texts: &[String]) -> Result<Features> {
+        if let (Some(layout), Some(fast)) = (self.layout, &self.fast) {
+            if let Some((a, b)) = fast.encode(texts) {
+                return Ok(layout.assemble(a, b, self.max_seq_length));
+            }
+        }
+        self.encode_features_full(texts)
+    }
+
     pub fn pad_id(&self) -> u32 {
         self.pad_id
     }
@@ -146,17 +205,25 @@ impl Preprocessor {
         self.pad_type_id
     }
 
-    /// Encodes one or two texts (single-sentence or pair task).
+    /// The token strings of ids (for display).
+    pub fn tokens(&self, ids: &[u32]) -> Vec<String> {
+        ids.iter()
+            .map(|&id| {
+                self.tokenizer
+                    .id_to_token(id)
+                    .unwrap_or_else(|| format!("<{id}>"))
+            })
+            .collect()
+    }
+
+    /// The `tokenizers` encoding of one or two texts; truncated by `tokenizers` itself
+    /// only for non-BERT layouts (use `encode_features` for model inputs).
     pub fn encode_texts(&self, texts: &[String]) -> Result<Encoding> {
+        check_texts(texts)?;
         let input: EncodeInput = match texts {
             [a] => a.as_str().into(),
-            [a, b] => (a.as_str(), b.as_str()).into(),
-            _ => {
-                return Err(DataError::InvalidArgument(format!(
-                    "an example has {} texts; GLUE tasks have 1 or 2",
-                    texts.len()
-                )))
-            }
+            [a, b, ..] => (a.as_str(), b.as_str()).into(),
+            [] => unreachable!("checked above"),
         };
         self.tokenizer
             .encode(input, true)
@@ -172,12 +239,10 @@ impl Preprocessor {
             .par_iter()
             .enumerate()
             .map(|(index, ex)| {
-                self.encode_texts(&ex.texts)
-                    .map(|e| Features::from(&e))
-                    .map_err(|e| match e {
-                        DataError::Encode { message, .. } => DataError::Encode { index, message },
-                        other => other,
-                    })
+                self.encode_features(&ex.texts).map_err(|e| match e {
+                    DataError::Encode { message, .. } => DataError::Encode { index, message },
+                    other => other,
+                })
             })
             .collect()
     }
