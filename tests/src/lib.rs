@@ -67,6 +67,31 @@ pub fn hub_sha256() -> HashMap<String, String> {
         .collect()
 }
 
+/// Reads a golden file of `tests/golden/`.
+pub fn golden(name: &str) -> serde_json::Value {
+    let path = workspace_root().join("tests/golden").join(name);
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A JSON array of numbers as `f64`s.
+pub fn json_f64s(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array()
+        .expect("a JSON array")
+        .iter()
+        .map(|x| x.as_f64().expect("a number"))
+        .collect()
+}
+
+/// A JSON array of integers as `i64`s.
+pub fn json_i64s(v: &serde_json::Value) -> Vec<i64> {
+    v.as_array()
+        .expect("a JSON array")
+        .iter()
+        .map(|x| x.as_i64().expect("an integer"))
+        .collect()
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()

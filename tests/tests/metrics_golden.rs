@@ -5,24 +5,15 @@ use glue_metrics::{accuracy, f1_binary, matthews_corrcoef, pearson, spearman, Me
 use serde_json::Value;
 
 fn golden() -> Value {
-    let path = glue_testkit::workspace_root().join("tests/golden/metrics.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    glue_testkit::golden("metrics.json")
 }
 
 fn ints(v: &Value) -> Vec<i64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_i64().unwrap())
-        .collect()
+    glue_testkit::json_i64s(v)
 }
 
 fn floats(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
+    glue_testkit::json_f64s(v)
 }
 
 fn close(name: &str, metric: &str, ours: f64, theirs: f64) {

@@ -26,6 +26,24 @@ fn logits(model: &BertForSequenceClassification) -> Vec<f32> {
     Vec::try_from(out.logits.flatten(0, -1)).unwrap()
 }
 
+/// Bit-identical pooled output to the test model loaded the plain way.
+fn assert_same_encoder_as_the_test_model(model: &BertForSequenceClassification) {
+    let (plain, _) = BertForSequenceClassification::from_pretrained(
+        test_model_dir().to_str().unwrap(),
+        Some(MRPC),
+        Device::Cpu,
+    )
+    .unwrap();
+    let (ids, types, mask) = fixed_input();
+    let a = model
+        .forward(&ids, &types, &mask, None, false)
+        .pooled_output;
+    let b = plain
+        .forward(&ids, &types, &mask, None, false)
+        .pooled_output;
+    assert!(a.allclose(&b, 0.0, 0.0, false));
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
     for entry in fs::read_dir(from).unwrap() {
@@ -199,20 +217,7 @@ fn legacy_names_prefixes_and_pretraining_heads() {
     assert!(report
         .to_string()
         .contains("newly initialized: classifier.bias, classifier.weight"));
-    let (plain, _) = BertForSequenceClassification::from_pretrained(
-        dir.to_str().unwrap(),
-        Some(MRPC),
-        Device::Cpu,
-    )
-    .unwrap();
-    let (ids, types, mask) = fixed_input();
-    let a = legacy
-        .forward(&ids, &types, &mask, None, false)
-        .pooled_output;
-    let b = plain
-        .forward(&ids, &types, &mask, None, false)
-        .pooled_output;
-    assert!(a.allclose(&b, 0.0, 0.0, false));
+    assert_same_encoder_as_the_test_model(&legacy);
 }
 
 #[test]
@@ -241,20 +246,7 @@ fn pytorch_model_bin_loads_like_safetensors() {
         report.newly_initialized,
         vec!["classifier.bias", "classifier.weight"]
     );
-    let (plain, _) = BertForSequenceClassification::from_pretrained(
-        test_model_dir().to_str().unwrap(),
-        Some(MRPC),
-        Device::Cpu,
-    )
-    .unwrap();
-    let (ids, types, mask) = fixed_input();
-    let a = model
-        .forward(&ids, &types, &mask, None, false)
-        .pooled_output;
-    let b = plain
-        .forward(&ids, &types, &mask, None, false)
-        .pooled_output;
-    assert!(a.allclose(&b, 0.0, 0.0, false));
+    assert_same_encoder_as_the_test_model(&model);
 }
 
 fn load_err(dir: &Path) -> BertError {

@@ -3,29 +3,23 @@
 
 use bert_model::BertForSequenceClassification;
 use glue_data::{load_split, Collator, Preprocessor, Task};
-use glue_testkit::{mirror_dir, test_model_dir, workspace_root};
+use glue_testkit::{mirror_dir, test_model_dir};
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
 fn golden() -> Value {
-    let path = workspace_root().join("tests/golden/model.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    glue_testkit::golden("model.json")
 }
 
 fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
+    glue_testkit::json_f64s(v)
+        .into_iter()
+        .map(|x| x as f32)
         .collect()
 }
 
 fn ints(v: &Value) -> Vec<i64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_i64().unwrap())
-        .collect()
+    glue_testkit::json_i64s(v)
 }
 
 fn max_abs_diff(ours: &Tensor, theirs: &[f32]) -> f64 {
