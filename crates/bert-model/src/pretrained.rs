@@ -229,7 +229,7 @@ impl BertForSequenceClassification {
         let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp).map_err(io_error(&tmp))?;
-        let written = self.write_files(&tmp);
+        let written = self.write_pretrained(&tmp);
         if let Err(e) = written {
             let _ = fs::remove_dir_all(&tmp);
             return Err(e);
@@ -237,7 +237,9 @@ impl BertForSequenceClassification {
         replace_dir(&tmp, dir)
     }
 
-    fn write_files(&self, dir: &Path) -> Result<()> {
+    /// Writes the save_pretrained files into an existing folder, not atomically (for
+    /// callers that assemble a larger folder, such as a training checkpoint).
+    pub fn write_pretrained(&self, dir: &Path) -> Result<()> {
         let variables: BTreeMap<String, Tensor> = self.vs.variables().into_iter().collect();
         let cpu: Vec<(String, Tensor)> = variables
             .iter()

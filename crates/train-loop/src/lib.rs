@@ -1,1 +1,49 @@
+//! Fine-tuning a `bert-model` classifier on a GLUE task the way HF's `Trainer` does:
+//! [`TrainingArgs`] with HF's names and defaults, [`AdamW`] over tensors with
+//! checkpointable state, HF's LR schedules, evaluation with the GLUE metrics, and
+//! crash-safe checkpoints in HF's layout that resume exactly.
+//!
+//! ```no_run
+//! use glue_data::{load_split, Collator, Preprocessor, Task};
+//! use bert_model::BertForSequenceClassification;
+//! use train_loop::{EvalSet, Silent, Trainer, TrainingArgs};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let task = Task::Mrpc;
+//! let (model, _) = BertForSequenceClassification::from_pretrained(
+//!     "bert-base-uncased", Some(task.spec().label_names), tch::Device::Cpu)?;
+//! let pre = Preprocessor::from_file(model.tokenizer_dir.as_ref().unwrap(), 128)?;
+//! let data = std::path::Path::new("data/glue");
+//! let train = pre.encode_split(&load_split(data, task, "train")?)?;
+//! let validation = pre.encode_split(&load_split(data, task, "validation")?)?;
+//! let mut trainer = Trainer {
+//!     args: TrainingArgs::default(),
+//!     task,
+//!     model,
+//!     collator: Collator::new(&pre),
+//!     train_data: train,
+//!     eval_sets: vec![EvalSet { split: "validation".into(), suffix: String::new(), data: validation }],
+//!     reporter: &mut Silent,
+//! };
+//! let out = trainer.train(None)?;
+//! println!("{:?}", trainer.evaluate()?); // eval_accuracy, eval_f1, eval_loss, ...
+//! # Ok(())
+//! # }
+//! ```
 
+mod args;
+pub mod checkpoint;
+mod error;
+mod eval;
+mod optim;
+mod schedule;
+mod state;
+mod trainer;
+
+pub use args::{IntervalStrategy, TrainingArgs};
+pub use error::{Result, TrainError};
+pub use eval::{batch_tensors, evaluate, EvalOutput, Predictions};
+pub use optim::{clip_grad_norm, AdamW, AdamWConfig, Param};
+pub use schedule::{LrSchedule, SchedulerType};
+pub use state::{LogEntry, RunningTotals, TrainerState};
+pub use trainer::{EvalSet, Plan, Reporter, Silent, TrainOutput, Trainer};

@@ -1,0 +1,218 @@
+//! `TrainingArgs`: the arguments of HF `TrainingArguments` that matter for GLUE
+//! fine-tuning, with HF's names and defaults. Serializable: the run's record.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::TrainError;
+use crate::schedule::SchedulerType;
+
+/// HF `IntervalStrategy` (eval_strategy, save_strategy, logging).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum IntervalStrategy {
+    No,
+    Steps,
+    #[default]
+    Epoch,
+}
+
+impl std::str::FromStr for IntervalStrategy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "no" => Ok(IntervalStrategy::No),
+            "steps" => Ok(IntervalStrategy::Steps),
+            "epoch" => Ok(IntervalStrategy::Epoch),
+            other => Err(format!(
+                "unknown strategy `{other}`; use no, steps or epoch"
+            )),
+        }
+    }
+}
+
+fn d_output_dir() -> PathBuf {
+    PathBuf::from("output")
+}
+fn d_epochs() -> f64 {
+    3.0
+}
+fn d_batch() -> usize {
+    8
+}
+fn d_lr() -> f64 {
+    5e-5
+}
+fn d_beta1() -> f64 {
+    0.9
+}
+fn d_beta2() -> f64 {
+    0.999
+}
+fn d_eps() -> f64 {
+    1e-8
+}
+fn d_max_grad_norm() -> f64 {
+    1.0
+}
+fn d_one() -> usize {
+    1
+}
+fn d_logging_steps() -> u64 {
+    500
+}
+fn d_save_steps() -> u64 {
+    500
+}
+fn d_seed() -> u64 {
+    42
+}
+fn d_max_seq_length() -> usize {
+    128
+}
+
+/// Defaults are HF's (`TrainingArguments`), except eval/save strategies, which follow
+/// the seed's `eval_strategy="epoch"` (and save per epoch, so the best model can be kept).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingArgs {
+    #[serde(default = "d_output_dir")]
+    pub output_dir: PathBuf,
+    #[serde(default = "d_epochs")]
+    pub num_train_epochs: f64,
+    /// Overrides num_train_epochs when > 0.
+    #[serde(default)]
+    pub max_steps: u64,
+    #[serde(default = "d_batch")]
+    pub per_device_train_batch_size: usize,
+    #[serde(default = "d_batch")]
+    pub per_device_eval_batch_size: usize,
+    #[serde(default = "d_lr")]
+    pub learning_rate: f64,
+    /// Never applied to biases and LayerNorm weights.
+    #[serde(default)]
+    pub weight_decay: f64,
+    #[serde(default = "d_beta1")]
+    pub adam_beta1: f64,
+    #[serde(default = "d_beta2")]
+    pub adam_beta2: f64,
+    #[serde(default = "d_eps")]
+    pub adam_epsilon: f64,
+    #[serde(default = "d_max_grad_norm")]
+    pub max_grad_norm: f64,
+    #[serde(default)]
+    pub lr_scheduler_type: SchedulerType,
+    #[serde(default)]
+    pub warmup_steps: u64,
+    #[serde(default)]
+    pub warmup_ratio: f64,
+    #[serde(default = "d_one")]
+    pub gradient_accumulation_steps: usize,
+    #[serde(default)]
+    pub eval_strategy: IntervalStrategy,
+    #[serde(default)]
+    pub eval_steps: Option<u64>,
+    #[serde(default)]
+    pub save_strategy: IntervalStrategy,
+    #[serde(default = "d_save_steps")]
+    pub save_steps: u64,
+    #[serde(default = "d_logging_steps")]
+    pub logging_steps: u64,
+    #[serde(default)]
+    pub save_total_limit: Option<usize>,
+    #[serde(default)]
+    pub load_best_model_at_end: bool,
+    /// Default: the task's main metric (accuracy, matthews_correlation, pearson...).
+    #[serde(default)]
+    pub metric_for_best_model: Option<String>,
+    /// Default: true for metrics, false for `loss`.
+    #[serde(default)]
+    pub greater_is_better: Option<bool>,
+    /// Stop after this many evaluations without improvement (HF's EarlyStoppingCallback).
+    #[serde(default)]
+    pub early_stopping_patience: Option<usize>,
+    #[serde(default = "d_seed")]
+    pub seed: u64,
+    #[serde(default)]
+    pub group_by_length: bool,
+    #[serde(default = "d_max_seq_length")]
+    pub max_seq_length: usize,
+    /// Pad batches to a multiple of this (8 helps tensor cores); none by default.
+    #[serde(default)]
+    pub pad_to_multiple_of: Option<usize>,
+}
+
+impl Default for TrainingArgs {
+    fn default() -> Self {
+        serde_json::from_str("{}").expect("defaults deserialize")
+    }
+}
+
+impl TrainingArgs {
+    /// Rejects combinations HF rejects (or that cannot work), with the fix in the message.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad = |m: String| Err(TrainError::InvalidArgs(m));
+        if self.per_device_train_batch_size == 0 || self.per_device_eval_batch_size == 0 {
+            return bad("batch sizes must be at least 1".into());
+        }
+        if self.gradient_accumulation_steps == 0 {
+            return bad("--gradient-accumulation-steps must be at least 1".into());
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            return bad(format!(
+                "--learning-rate must be positive, got {}",
+                self.learning_rate
+            ));
+        }
+        if self.max_steps == 0 && self.num_train_epochs <= 0.0 {
+            return bad("give --num-train-epochs > 0 or --max-steps > 0".into());
+        }
+        if !(0.0..=1.0).contains(&self.warmup_ratio) {
+            return bad(format!(
+                "--warmup-ratio must be in [0, 1], got {}",
+                self.warmup_ratio
+            ));
+        }
+        if self.eval_strategy == IntervalStrategy::Steps
+            && self.eval_steps.unwrap_or(self.logging_steps) == 0
+        {
+            return bad("--eval-strategy steps needs --eval-steps > 0".into());
+        }
+        if self.save_strategy == IntervalStrategy::Steps && self.save_steps == 0 {
+            return bad("--save-strategy steps needs --save-steps > 0".into());
+        }
+        if self.load_best_model_at_end {
+            if self.eval_strategy == IntervalStrategy::No {
+                return bad(
+                    "--load-best-model-at-end needs an --eval-strategy other than no".into(),
+                );
+            }
+            if self.save_strategy != self.eval_strategy {
+                return bad(format!(
+                    "--load-best-model-at-end needs --save-strategy equal to --eval-strategy ({:?} vs {:?})",
+                    self.save_strategy, self.eval_strategy
+                ));
+            }
+            if self.save_strategy == IntervalStrategy::Steps
+                && !self.save_steps.is_multiple_of(self.eval_interval())
+            {
+                return bad(format!(
+                    "--load-best-model-at-end needs --save-steps ({}) to be a multiple of --eval-steps ({})",
+                    self.save_steps,
+                    self.eval_interval()
+                ));
+            }
+        }
+        if self.early_stopping_patience.is_some() && self.eval_strategy == IntervalStrategy::No {
+            return bad("--early-stopping-patience needs an --eval-strategy other than no".into());
+        }
+        Ok(())
+    }
+
+    /// HF: eval_steps defaults to logging_steps.
+    pub fn eval_interval(&self) -> u64 {
+        self.eval_steps.unwrap_or(self.logging_steps).max(1)
+    }
+}

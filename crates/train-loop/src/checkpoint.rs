@@ -1,0 +1,138 @@
+//! Checkpoints in HF's layout: `output_dir/checkpoint-<step>/` with the model
+//! (model.safetensors, config.json, tokenizer files), optimizer.safetensors,
+//! scheduler.json, rng_state.json, trainer_state.json and training_args.json.
+//! Each is written into a temporary folder, completed with a marker file, and renamed:
+//! a crash never leaves something that looks like a complete checkpoint.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use bert_model::BertForSequenceClassification;
+use tch::Tensor;
+
+use crate::args::TrainingArgs;
+use crate::error::{io_error, Result, TrainError};
+use crate::optim::AdamW;
+use crate::schedule::LrSchedule;
+use crate::state::TrainerState;
+
+pub const COMPLETE_MARKER: &str = "checkpoint-complete";
+const PREFIX: &str = "checkpoint-";
+
+pub fn checkpoint_dir(output_dir: &Path, step: u64) -> PathBuf {
+    output_dir.join(format!("{PREFIX}{step}"))
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).expect("serializable");
+    fs::write(path, text + "\n").map_err(io_error(path))
+}
+
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = fs::read_to_string(path).map_err(io_error(path))?;
+    serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+pub struct CheckpointParts<'a> {
+    pub model: &'a BertForSequenceClassification,
+    pub optimizer: &'a AdamW,
+    pub schedule: &'a LrSchedule,
+    pub state: &'a TrainerState,
+    pub args: &'a TrainingArgs,
+}
+
+/// Writes a complete checkpoint for `state.global_step`, returns its folder.
+pub fn save(output_dir: &Path, parts: &CheckpointParts) -> Result<PathBuf> {
+    let target = checkpoint_dir(output_dir, parts.state.global_step);
+    let tmp = output_dir.join(format!(".tmp-{PREFIX}{}", parts.state.global_step));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp).map_err(io_error(&tmp))?;
+    let written = (|| -> Result<()> {
+        parts.model.write_pretrained(&tmp)?;
+        let state: Vec<(String, Tensor)> = parts
+            .optimizer
+            .state()
+            .into_iter()
+            .map(|(k, t)| (k, t.to(tch::Device::Cpu)))
+            .collect();
+        Tensor::write_safetensors(&state, tmp.join("optimizer.safetensors"))?;
+        write_json(
+            &tmp.join("scheduler.json"),
+            &serde_json::json!({
+                "lr_scheduler_type": parts.schedule.kind,
+                "warmup_steps": parts.schedule.warmup_steps,
+                "total_steps": parts.schedule.total_steps,
+                "last_step": parts.state.global_step,
+            }),
+        )?;
+        write_json(
+            &tmp.join("rng_state.json"),
+            &serde_json::json!({
+                "seed": parts.args.seed,
+                "scheme": "torch generator re-seeded with seed, step and micro-batch before every forward; data order from (seed, epoch)",
+            }),
+        )?;
+        write_json(&tmp.join("trainer_state.json"), parts.state)?;
+        write_json(&tmp.join("training_args.json"), parts.args)?;
+        fs::write(tmp.join(COMPLETE_MARKER), b"").map_err(io_error(&tmp))?;
+        Ok(())
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    let _ = fs::remove_dir_all(&target);
+    fs::rename(&tmp, &target).map_err(io_error(&target))?;
+    Ok(target)
+}
+
+/// Complete checkpoints under `output_dir`, oldest first.
+pub fn list(output_dir: &Path) -> Vec<(u64, PathBuf)> {
+    let Ok(entries) = fs::read_dir(output_dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(u64, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let step = name.strip_prefix(PREFIX)?.parse().ok()?;
+            let path = e.path();
+            path.join(COMPLETE_MARKER).is_file().then_some((step, path))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// `--resume-from-checkpoint latest` or a path; incomplete folders are never picked.
+pub fn resolve(output_dir: &Path, spec: &str) -> Result<PathBuf> {
+    if spec == "latest" || spec == "last" {
+        return list(output_dir)
+            .pop()
+            .map(|(_, p)| p)
+            .ok_or_else(|| TrainError::NoCheckpoint(output_dir.to_path_buf()));
+    }
+    let path = PathBuf::from(spec);
+    if !path.join(COMPLETE_MARKER).is_file() {
+        return Err(TrainError::Checkpoint {
+            path,
+            message: format!("not a complete checkpoint (no {COMPLETE_MARKER} file); use `latest` or another checkpoint"),
+        });
+    }
+    Ok(path)
+}
+
+/// Keeps the newest `limit` checkpoints, and the best one whatever its age (as HF).
+pub fn rotate(output_dir: &Path, limit: Option<usize>, best: Option<&Path>) {
+    let Some(limit) = limit else { return };
+    let all = list(output_dir);
+    let keep_from = all.len().saturating_sub(limit.max(1));
+    for (_, path) in &all[..keep_from] {
+        if Some(path.as_path()) != best {
+            let _ = fs::remove_dir_all(path);
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Evaluation and prediction over an encoded split, batch by batch, in eval mode.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use bert_model::BertForSequenceClassification;
+use glue_data::{Batch, BatchLabels, Collator, EncodedSplit, Task};
+use glue_metrics::{classification, regression};
+use tch::{Device, Kind, Tensor};
+
+use crate::error::Result;
+
+/// Batch buffers to device tensors: (input_ids, token_type_ids, attention_mask, labels).
+pub fn batch_tensors(batch: &Batch, device: Device) -> (Tensor, Tensor, Tensor, Tensor) {
+    let shape = [batch.batch_size as i64, batch.seq_len as i64];
+    let t = |v: &[i64]| Tensor::from_slice(v).view(shape).to(device);
+    let labels = match &batch.labels {
+        BatchLabels::Classes(c) => Tensor::from_slice(c),
+        BatchLabels::Scores(s) => Tensor::from_slice(s),
+    }
+    .to(device);
+    (
+        t(&batch.input_ids),
+        t(&batch.token_type_ids),
+        t(&batch.attention_mask),
+        labels,
+    )
+}
+
+/// Model outputs over a split: class ids (argmax) or scores (regression), per row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Predictions {
+    Classes(Vec<i64>),
+    Scores(Vec<f64>),
+}
+
+#[derive(Debug, Clone)]
+pub struct EvalOutput {
+    pub predictions: Predictions,
+    /// Mean loss over examples; `None` for unlabelled (test) splits.
+    pub loss: Option<f64>,
+    /// `loss`, metrics by name, runtime and throughput (keys without the `eval_` prefix).
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// Runs the model over every row of `split` in order; scores against its labels when it has them.
+pub fn evaluate(
+    model: &BertForSequenceClassification,
+    task: Task,
+    split: &EncodedSplit,
+    collator: &Collator,
+    batch_size: usize,
+) -> Result<EvalOutput> {
+    let start = Instant::now();
+    let device = model.device();
+    let labelled = split.labels.iter().all(|l| !l.is_missing());
+    let regression_task = task.spec().is_regression();
+    let mut classes = Vec::with_capacity(split.len());
+    let mut scores = Vec::with_capacity(split.len());
+    let mut loss_sum = 0.0;
+    let rows: Vec<usize> = (0..split.len()).collect();
+    for chunk in rows.chunks(batch_size.max(1)) {
+        let batch = collator.collate(split, chunk)?;
+        let (ids, types, mask, labels) = batch_tensors(&batch, device);
+        let out =
+            tch::no_grad(|| model.forward(&ids, &types, &mask, labelled.then_some(&labels), false));
+        if let Some(loss) = out.loss {
+            loss_sum += loss.double_value(&[]) * chunk.len() as f64;
+        }
+        let logits = out.logits.to(Device::Cpu);
+        if regression_task {
+            scores.extend(
+                Vec::<f32>::try_from(logits.squeeze_dim(-1).to_kind(Kind::Float))?
+                    .into_iter()
+                    .map(f64::from),
+            );
+        } else {
+            classes.extend(Vec::<i64>::try_from(logits.argmax(-1, false))?);
+        }
+    }
+    let n = split.len().max(1) as f64;
+    let mut metrics = BTreeMap::new();
+    let loss = labelled.then_some(loss_sum / n);
+    if let Some(l) = loss {
+        metrics.insert("loss".to_string(), l);
+    }
+    let predictions = if regression_task {
+        Predictions::Scores(scores)
+    } else {
+        Predictions::Classes(classes)
+    };
+    if labelled && !split.is_empty() {
+        let scores = match &predictions {
+            Predictions::Classes(p) => {
+                let refs: Vec<i64> = split.labels.iter().map(|l| l.as_f32() as i64).collect();
+                classification(task.spec().metrics, p, &refs)?
+            }
+            Predictions::Scores(p) => {
+                let refs: Vec<f64> = split.labels.iter().map(|l| f64::from(l.as_f32())).collect();
+                regression(task.spec().metrics, p, &refs)?
+            }
+        };
+        metrics.extend(scores.0);
+    }
+    let runtime = start.elapsed().as_secs_f64();
+    metrics.insert("runtime".to_string(), (runtime * 1e4).round() / 1e4);
+    metrics.insert(
+        "samples_per_second".to_string(),
+        ((split.len() as f64 / runtime) * 1e3).round() / 1e3,
+    );
+    Ok(EvalOutput {
+        predictions,
+        loss,
+        metrics,
+    })
+}

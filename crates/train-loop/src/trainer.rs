@@ -1,0 +1,433 @@
+//! The training loop of HF `Trainer.train()`: shuffled epochs of dynamically padded
+//! batches, gradient accumulation, clipping, AdamW with a scheduled learning rate,
+//! logging, evaluation and checkpoints per strategy, best-model tracking, early
+//! stopping, and exact resume.
+
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use bert_model::BertForSequenceClassification;
+use glue_data::sampler::{length_grouped_indices, shuffled_indices};
+use glue_data::{Collator, EncodedSplit, Task};
+use serde_json::Value;
+use tch::Tensor;
+
+use crate::args::{IntervalStrategy, TrainingArgs};
+use crate::checkpoint::{self, CheckpointParts};
+use crate::error::{Result, TrainError};
+use crate::eval::{batch_tensors, evaluate};
+use crate::optim::{clip_grad_norm, AdamW, AdamWConfig, Param};
+use crate::schedule::LrSchedule;
+use crate::state::{num, LogEntry, TrainerState};
+
+/// Hooks for progress display; every method has a do-nothing default.
+pub trait Reporter {
+    fn on_train_begin(&mut self, _plan: &Plan, _state: &TrainerState) {}
+    fn on_step(&mut self, _state: &TrainerState, _loss: f64) {}
+    fn on_log(&mut self, _entry: &LogEntry) {}
+    fn on_save(&mut self, _checkpoint: &Path) {}
+    fn on_train_end(&mut self, _state: &TrainerState) {}
+}
+
+/// Reports nothing.
+pub struct Silent;
+impl Reporter for Silent {}
+
+/// An evaluation split; `suffix` is appended to metric keys (`""`, or `"_mm"` for MNLI mismatched, as run_glue.py).
+pub struct EvalSet {
+    pub split: String,
+    pub suffix: String,
+    pub data: EncodedSplit,
+}
+
+/// Step counts of a run, derived as HF derives them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Plan {
+    pub num_examples: usize,
+    pub batches_per_epoch: usize,
+    pub updates_per_epoch: u64,
+    pub max_steps: u64,
+    pub num_epochs: u64,
+}
+
+impl Plan {
+    pub fn new(args: &TrainingArgs, num_examples: usize) -> Plan {
+        let batches_per_epoch = num_examples
+            .div_ceil(args.per_device_train_batch_size)
+            .max(1);
+        let updates_per_epoch = batches_per_epoch.div_ceil(args.gradient_accumulation_steps) as u64;
+        let max_steps = if args.max_steps > 0 {
+            args.max_steps
+        } else {
+            (args.num_train_epochs * updates_per_epoch as f64).ceil() as u64
+        };
+        Plan {
+            num_examples,
+            batches_per_epoch,
+            updates_per_epoch,
+            max_steps,
+            num_epochs: max_steps.div_ceil(updates_per_epoch),
+        }
+    }
+}
+
+/// What `train` returns: the final state and HF's `train_*` metrics.
+#[derive(Debug, Clone)]
+pub struct TrainOutput {
+    pub state: TrainerState,
+    pub metrics: BTreeMap<String, f64>,
+}
+
+pub struct Trainer<'r> {
+    pub args: TrainingArgs,
+    pub task: Task,
+    pub model: BertForSequenceClassification,
+    pub collator: Collator,
+    pub train_data: EncodedSplit,
+    pub eval_sets: Vec<EvalSet>,
+    pub reporter: &'r mut dyn Reporter,
+}
+
+/// HF `get_decay_parameter_names`: no weight decay on biases and LayerNorm weights.
+fn decays(name: &str) -> bool {
+    !(name.ends_with(".bias") || name.contains("LayerNorm"))
+}
+
+/// Dropout masks depend only on (seed, step, micro-batch), so a resumed run draws the same ones.
+fn step_seed(seed: u64, global_step: u64, micro: usize) -> i64 {
+    (seed.wrapping_mul(1_000_003) ^ (global_step << 8 | micro as u64)) as i64 & i64::MAX
+}
+
+fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
+
+impl Trainer<'_> {
+    fn metric_key(&self) -> String {
+        let name = self
+            .args
+            .metric_for_best_model
+            .clone()
+            .unwrap_or_else(|| self.task.spec().main_metric().name().to_string());
+        if name.starts_with("eval_") {
+            name
+        } else {
+            format!("eval_{name}")
+        }
+    }
+
+    fn greater_is_better(&self) -> bool {
+        self.args
+            .greater_is_better
+            .unwrap_or_else(|| !self.metric_key().ends_with("loss"))
+    }
+
+    fn optimizer(&self) -> AdamW {
+        let mut vars: Vec<(String, Tensor)> = self.model.vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let params = vars
+            .into_iter()
+            .map(|(name, tensor)| Param {
+                weight_decay: if decays(&name) {
+                    self.args.weight_decay
+                } else {
+                    0.0
+                },
+                name,
+                tensor,
+            })
+            .collect();
+        AdamW::new(
+            params,
+            AdamWConfig {
+                beta1: self.args.adam_beta1,
+                beta2: self.args.adam_beta2,
+                eps: self.args.adam_epsilon,
+            },
+        )
+    }
+
+    fn epoch_order(&self, epoch: u64) -> Vec<usize> {
+        if self.args.group_by_length {
+            length_grouped_indices(
+                &self.train_data.lengths(),
+                self.args.per_device_train_batch_size,
+                self.args.seed,
+                epoch,
+            )
+        } else {
+            shuffled_indices(self.train_data.len(), self.args.seed, epoch)
+        }
+    }
+
+    /// Evaluates every eval set; keys carry HF's `eval_` prefix (and the set's suffix).
+    pub fn evaluate(&self) -> Result<BTreeMap<String, f64>> {
+        let mut out = BTreeMap::new();
+        for set in &self.eval_sets {
+            let result = evaluate(
+                &self.model,
+                self.task,
+                &set.data,
+                &self.collator,
+                self.args.per_device_eval_batch_size,
+            )?;
+            for (k, v) in result.metrics {
+                out.insert(format!("eval_{k}{}", set.suffix), v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One optimizer update over a group of micro-batches; returns (loss, grad norm).
+    fn update(
+        &mut self,
+        optimizer: &mut AdamW,
+        group: &[&[usize]],
+        lr: f64,
+        step: u64,
+    ) -> Result<(f64, Option<f64>)> {
+        let device = self.model.device();
+        optimizer.zero_grad();
+        let mut loss_value = 0.0;
+        for (micro, rows) in group.iter().enumerate() {
+            let batch = self.collator.collate(&self.train_data, rows)?;
+            let (ids, types, mask, labels) = batch_tensors(&batch, device);
+            tch::manual_seed(step_seed(self.args.seed, step, micro));
+            let out = self.model.forward(&ids, &types, &mask, Some(&labels), true);
+            let loss = out.loss.expect("labels given") / group.len() as f64;
+            loss.backward();
+            loss_value += loss.double_value(&[]);
+        }
+        if !loss_value.is_finite() {
+            return Err(TrainError::NonFiniteLoss {
+                step: step + 1,
+                value: loss_value,
+                output_dir: self.args.output_dir.clone(),
+            });
+        }
+        let grad_norm = (self.args.max_grad_norm > 0.0).then(|| {
+            let params: Vec<&Tensor> = optimizer.params().iter().map(|p| &p.tensor).collect();
+            clip_grad_norm(&params, self.args.max_grad_norm)
+        });
+        optimizer.step(lr);
+        Ok((loss_value, grad_norm))
+    }
+
+    /// Trains from scratch or from a checkpoint folder; see the module docs.
+    pub fn train(&mut self, resume_from: Option<&Path>) -> Result<TrainOutput> {
+        self.args.validate()?;
+        let start = Instant::now();
+        let plan = Plan::new(&self.args, self.train_data.len());
+        let schedule = LrSchedule::new(
+            self.args.lr_scheduler_type,
+            self.args.warmup_steps,
+            self.args.warmup_ratio,
+            plan.max_steps,
+        );
+        let mut optimizer = self.optimizer();
+        let mut state = TrainerState {
+            max_steps: plan.max_steps,
+            num_train_epochs: plan.num_epochs,
+            train_batch_size: self.args.per_device_train_batch_size,
+            logging_steps: self.args.logging_steps,
+            eval_steps: self.args.eval_interval(),
+            save_steps: self.args.save_steps,
+            ..Default::default()
+        };
+        if let Some(dir) = resume_from {
+            state = self.restore(dir, &mut optimizer)?;
+        }
+        self.reporter.on_train_begin(&plan, &state);
+        let metric_key = self.metric_key();
+        let greater = self.greater_is_better();
+        let bs = self.args.per_device_train_batch_size;
+        let ga = self.args.gradient_accumulation_steps;
+        let first_epoch = state.global_step / plan.updates_per_epoch;
+        let mut stop = state.global_step >= plan.max_steps;
+        for epoch in first_epoch..plan.num_epochs {
+            if stop {
+                break;
+            }
+            let order = self.epoch_order(epoch);
+            let batches: Vec<&[usize]> = order.chunks(bs).collect();
+            let groups: Vec<&[&[usize]]> = batches.chunks(ga).collect();
+            let done_in_epoch = (state.global_step - epoch * plan.updates_per_epoch) as usize;
+            for (u, group) in groups.iter().enumerate().skip(done_in_epoch) {
+                let step = state.global_step;
+                let lr = schedule.lr(self.args.learning_rate, step);
+                let outcome = catch_unwind(AssertUnwindSafe(|| {
+                    self.update(&mut optimizer, group, lr, step)
+                }));
+                let (loss, grad_norm) = match outcome {
+                    Ok(result) => result?,
+                    Err(payload) if panic_message(&payload).contains("out of memory") => {
+                        return Err(TrainError::OutOfMemory { step: step + 1 })
+                    }
+                    Err(payload) => std::panic::resume_unwind(payload),
+                };
+                state.global_step += 1;
+                state.epoch = epoch as f64 + (u + 1) as f64 / groups.len() as f64;
+                let totals = &mut state.glue_rs;
+                totals.loss_since_log += loss;
+                totals.steps_since_log += 1;
+                totals.loss_total += loss;
+                self.reporter.on_step(&state, loss);
+
+                let last_of_epoch = u + 1 == groups.len();
+                let last_step = state.global_step >= plan.max_steps;
+                let due = |strategy: IntervalStrategy, every: u64, at: u64| match strategy {
+                    IntervalStrategy::No => false,
+                    IntervalStrategy::Steps => at.is_multiple_of(every.max(1)),
+                    IntervalStrategy::Epoch => last_of_epoch || last_step,
+                };
+                if self.args.logging_steps > 0
+                    && state.global_step.is_multiple_of(self.args.logging_steps)
+                {
+                    let totals = &mut state.glue_rs;
+                    let mut entry = LogEntry::new();
+                    let mean = totals.loss_since_log / totals.steps_since_log.max(1) as f64;
+                    entry.insert("loss".into(), num((mean * 1e4).round() / 1e4));
+                    if let Some(g) = grad_norm {
+                        entry.insert("grad_norm".into(), num(g));
+                    }
+                    // HF logs the scheduler's last lr, i.e. the one the next update will use.
+                    entry.insert(
+                        "learning_rate".into(),
+                        num(schedule.lr(self.args.learning_rate, state.global_step)),
+                    );
+                    entry.insert("epoch".into(), num(state.epoch));
+                    entry.insert("step".into(), Value::from(state.global_step));
+                    totals.loss_since_log = 0.0;
+                    totals.steps_since_log = 0;
+                    self.reporter.on_log(&entry);
+                    state.log_history.push(entry);
+                }
+                let mut improved = false;
+                if due(
+                    self.args.eval_strategy,
+                    self.args.eval_interval(),
+                    state.global_step,
+                ) {
+                    let metrics = self.evaluate()?;
+                    let mut entry: LogEntry =
+                        metrics.iter().map(|(k, v)| (k.clone(), num(*v))).collect();
+                    entry.insert("epoch".into(), num(state.epoch));
+                    entry.insert("step".into(), Value::from(state.global_step));
+                    self.reporter.on_log(&entry);
+                    state.log_history.push(entry);
+                    if let Some(&value) = metrics.get(&metric_key) {
+                        improved = match state.best_metric {
+                            None => true,
+                            Some(best) => {
+                                if greater {
+                                    value > best
+                                } else {
+                                    value < best
+                                }
+                            }
+                        };
+                        if improved {
+                            state.best_metric = Some(value);
+                            state.best_global_step = Some(state.global_step);
+                            state.glue_rs.evals_without_improvement = 0;
+                        } else {
+                            state.glue_rs.evals_without_improvement += 1;
+                        }
+                    }
+                }
+                if due(
+                    self.args.save_strategy,
+                    self.args.save_steps,
+                    state.global_step,
+                ) {
+                    if improved {
+                        state.best_model_checkpoint = Some(
+                            checkpoint::checkpoint_dir(&self.args.output_dir, state.global_step)
+                                .display()
+                                .to_string(),
+                        );
+                    }
+                    let path = checkpoint::save(
+                        &self.args.output_dir,
+                        &CheckpointParts {
+                            model: &self.model,
+                            optimizer: &optimizer,
+                            schedule: &schedule,
+                            state: &state,
+                            args: &self.args,
+                        },
+                    )?;
+                    let best = state.best_model_checkpoint.as_deref().map(PathBuf::from);
+                    checkpoint::rotate(
+                        &self.args.output_dir,
+                        self.args.save_total_limit,
+                        best.as_deref(),
+                    );
+                    self.reporter.on_save(&path);
+                }
+                if let Some(patience) = self.args.early_stopping_patience {
+                    if state.glue_rs.evals_without_improvement >= patience {
+                        stop = true;
+                    }
+                }
+                if last_step || stop {
+                    stop = true;
+                    break;
+                }
+            }
+        }
+        if self.args.load_best_model_at_end {
+            if let Some(best) = state.best_model_checkpoint.clone() {
+                self.model
+                    .load_weights(&Path::new(&best).join("model.safetensors"))?;
+            }
+        }
+        let runtime = start.elapsed().as_secs_f64();
+        let mut metrics = BTreeMap::new();
+        metrics.insert("train_runtime".to_string(), (runtime * 1e4).round() / 1e4);
+        let samples = (state.global_step as f64 * (bs * ga) as f64)
+            .min(plan.num_examples as f64 * state.epoch);
+        metrics.insert(
+            "train_samples_per_second".to_string(),
+            (samples / runtime * 1e3).round() / 1e3,
+        );
+        metrics.insert(
+            "train_steps_per_second".to_string(),
+            (state.global_step as f64 / runtime * 1e3).round() / 1e3,
+        );
+        metrics.insert(
+            "train_loss".to_string(),
+            state.glue_rs.loss_total / state.global_step.max(1) as f64,
+        );
+        metrics.insert("epoch".to_string(), state.epoch);
+        let mut entry: LogEntry = metrics.iter().map(|(k, v)| (k.clone(), num(*v))).collect();
+        entry.insert("step".into(), Value::from(state.global_step));
+        state.log_history.push(entry);
+        self.reporter.on_train_end(&state);
+        Ok(TrainOutput { state, metrics })
+    }
+
+    fn restore(&mut self, dir: &Path, optimizer: &mut AdamW) -> Result<TrainerState> {
+        self.model.load_weights(&dir.join("model.safetensors"))?;
+        let tensors = Tensor::read_safetensors(dir.join("optimizer.safetensors"))?;
+        let device = self.model.device();
+        optimizer
+            .load_state(
+                tensors
+                    .into_iter()
+                    .map(|(k, t)| (k, t.to(device)))
+                    .collect(),
+            )
+            .map_err(|message| TrainError::Checkpoint {
+                path: dir.to_path_buf(),
+                message,
+            })?;
+        checkpoint::read_json(&dir.join("trainer_state.json"))
+    }
+}
