@@ -9,6 +9,8 @@ use hf_hub::{Cache, Repo, RepoType};
 /// Why a model's files could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
+    #[error("model folder `{0}` not found; pass an existing HF model folder or a hub id like bert-base-uncased")]
+    MissingFolder(String),
     #[error("model `{id}` not found: it is not a local folder and the hub has no such repository or file `{file}`")]
     NotFound { id: String, file: String },
     #[error("cannot reach the Hugging Face hub for `{id}` ({message}); pass a local model folder, or set HF_ENDPOINT to a mirror")]
@@ -40,10 +42,14 @@ pub enum ModelSource {
 }
 
 impl ModelSource {
-    /// A path that exists is a folder; anything else is a hub id like `bert-base-uncased`.
+    /// A path that exists, or that can only be a path (absolute, `./`, `../`, `~`),
+    /// is a folder; anything else is a hub id like `bert-base-uncased` or `org/name`.
     pub fn new(id_or_path: &str) -> ModelSource {
         let path = Path::new(id_or_path);
-        if path.exists() {
+        let path_like = path.is_absolute()
+            || ["./", "../", "~"].iter().any(|p| id_or_path.starts_with(p))
+            || id_or_path.matches('/').count() > 1;
+        if path.exists() || path_like {
             ModelSource::Local(path.to_path_buf())
         } else {
             ModelSource::Hub(id_or_path.to_string())
@@ -62,6 +68,9 @@ impl ModelSource {
     pub fn file(&self, file: &str) -> Result<Option<PathBuf>, HubError> {
         match self {
             ModelSource::Local(dir) => {
+                if !dir.is_dir() {
+                    return Err(HubError::MissingFolder(dir.display().to_string()));
+                }
                 let path = dir.join(file);
                 Ok(path.is_file().then_some(path))
             }

@@ -3,6 +3,9 @@
 
 mod data_cmds;
 mod output;
+mod plot;
+mod report;
+mod train_cmds;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +29,12 @@ enum Command {
     Inspect(data_cmds::InspectArgs),
     /// Tokenize one example (ids and tokens) or a whole split to JSON lines.
     Tokenize(data_cmds::TokenizeArgs),
+    /// Fine-tune on a task, evaluating every epoch, like HF `Trainer(...).train()`.
+    Run(Box<train_cmds::RunArgs>),
+    /// Score a fine-tuned model on a task's validation split(s).
+    Evaluate(train_cmds::EvaluateArgs),
+    /// Write GLUE leaderboard files (test-split predictions) for a fine-tuned model.
+    Predict(train_cmds::PredictArgs),
 }
 
 /// Where the data lives; shared by every command that reads GLUE.
@@ -41,16 +50,31 @@ pub struct DataArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
+    // tch reports some failures by panicking; keep them to one line, no backtrace.
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(|| match cli.command {
         Command::Inspect(args) => data_cmds::inspect(&args),
         Command::Tokenize(args) => data_cmds::tokenize(&args),
-    };
+        Command::Run(args) => train_cmds::run(&args),
+        Command::Evaluate(args) => train_cmds::evaluate_cmd(&args),
+        Command::Predict(args) => train_cmds::predict(&args),
+    });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            // One line, no backtrace: the message names the problem and the fix.
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            // One line: the message names the problem and the fix.
             eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
             ExitCode::from(2)
+        }
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            let first = msg.lines().next().unwrap_or("unknown failure");
+            eprintln!("error: internal error: {first}");
+            ExitCode::from(1)
         }
     }
 }

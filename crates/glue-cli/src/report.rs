@@ -1,0 +1,83 @@
+//! What a run shows while it trains: an indicatif bar (steps, loss, samples/s, ETA)
+//! on a terminal, plain log lines otherwise (CI, files, pipes).
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use train_loop::{LogEntry, Plan, Reporter, TrainerState};
+
+pub struct CliReporter {
+    bar: Option<ProgressBar>,
+    batch_size: usize,
+}
+
+impl CliReporter {
+    pub fn new(batch_size: usize) -> Self {
+        CliReporter {
+            bar: None,
+            batch_size,
+        }
+    }
+
+    fn line(&self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(text),
+            None => eprintln!("{text}"),
+        }
+    }
+}
+
+fn format_entry(entry: &LogEntry) -> String {
+    entry
+        .iter()
+        .map(|(k, v)| match v.as_f64() {
+            Some(x) if k == "step" => format!("{k}={}", x as u64),
+            Some(x) if x != 0.0 && x.abs() < 1e-3 => format!("{k}={x:.3e}"),
+            Some(x) => format!("{k}={x:.4}"),
+            None => format!("{k}={v}"),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl Reporter for CliReporter {
+    fn on_train_begin(&mut self, plan: &Plan, state: &TrainerState) {
+        eprintln!(
+            "training: {} examples, {} epochs, {} optimizer steps ({} per epoch), starting at step {}",
+            plan.num_examples, plan.num_epochs, plan.max_steps, plan.updates_per_epoch, state.global_step
+        );
+        if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new(plan.max_steps);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} steps | loss {msg} | {per_sec} | ETA {eta}",
+                )
+                .expect("valid template"),
+            );
+            bar.set_position(state.global_step);
+            self.bar = Some(bar);
+        }
+    }
+
+    fn on_step(&mut self, state: &TrainerState, loss: f64) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(state.global_step);
+            bar.set_message(format!("{loss:.4} | {} samples/step", self.batch_size));
+        }
+    }
+
+    fn on_log(&mut self, entry: &LogEntry) {
+        self.line(&format_entry(entry));
+    }
+
+    fn on_save(&mut self, checkpoint: &Path) {
+        self.line(&format!("saved {}", checkpoint.display()));
+    }
+
+    fn on_train_end(&mut self, _state: &TrainerState) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,630 @@
+//! `run` (train + evaluate, the seed's Trainer workflow), `evaluate` and `predict`.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use bert_model::{select_device, BertForSequenceClassification, DeviceChoice};
+use clap::Args;
+use glue_data::{load_split, Collator, EncodedSplit, Preprocessor, Task};
+use serde_json::{Map, Value};
+use train_loop::{checkpoint, evaluate, EvalSet, Predictions, Trainer, TrainingArgs};
+
+use crate::output::write_atomically;
+use crate::plot::training_curves;
+use crate::report::CliReporter;
+use crate::DataArgs;
+
+/// Flags named like HF `TrainingArguments`, in kebab-case. Unset flags take the
+/// value from `--config`, then HF's default.
+#[derive(Args, Debug, Default)]
+pub struct TrainingFlags {
+    #[arg(long)]
+    output_dir: Option<PathBuf>,
+    #[arg(long)]
+    num_train_epochs: Option<f64>,
+    #[arg(long)]
+    max_steps: Option<u64>,
+    #[arg(long)]
+    per_device_train_batch_size: Option<usize>,
+    #[arg(long)]
+    per_device_eval_batch_size: Option<usize>,
+    #[arg(long)]
+    learning_rate: Option<f64>,
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    #[arg(long)]
+    adam_beta1: Option<f64>,
+    #[arg(long)]
+    adam_beta2: Option<f64>,
+    #[arg(long)]
+    adam_epsilon: Option<f64>,
+    #[arg(long)]
+    max_grad_norm: Option<f64>,
+    /// linear, cosine, constant, constant_with_warmup
+    #[arg(long)]
+    lr_scheduler_type: Option<String>,
+    #[arg(long)]
+    warmup_steps: Option<u64>,
+    #[arg(long)]
+    warmup_ratio: Option<f64>,
+    #[arg(long)]
+    gradient_accumulation_steps: Option<usize>,
+    /// no, steps, epoch
+    #[arg(long)]
+    eval_strategy: Option<String>,
+    #[arg(long)]
+    eval_steps: Option<u64>,
+    /// no, steps, epoch
+    #[arg(long)]
+    save_strategy: Option<String>,
+    #[arg(long)]
+    save_steps: Option<u64>,
+    #[arg(long)]
+    logging_steps: Option<u64>,
+    #[arg(long)]
+    save_total_limit: Option<usize>,
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    load_best_model_at_end: Option<bool>,
+    #[arg(long)]
+    metric_for_best_model: Option<String>,
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    greater_is_better: Option<bool>,
+    #[arg(long)]
+    early_stopping_patience: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    group_by_length: Option<bool>,
+    #[arg(long)]
+    max_seq_length: Option<usize>,
+    #[arg(long)]
+    pad_to_multiple_of: Option<usize>,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Hub id or local HF model folder.
+    #[arg(long, default_value = "bert-base-uncased")]
+    model: String,
+    /// cuda, cpu or auto.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// TOML or JSON file with TrainingArguments (snake_case names); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// A checkpoint folder, or `latest` (the newest complete one in --output-dir).
+    #[arg(long, num_args = 0..=1, default_missing_value = "latest")]
+    resume_from_checkpoint: Option<String>,
+    #[command(flatten)]
+    training: TrainingFlags,
+}
+
+#[derive(Args)]
+pub struct EvaluateArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// A fine-tuned model folder (or hub id).
+    #[arg(long)]
+    model: String,
+    /// Split to score (default: the task's evaluation splits).
+    #[arg(long)]
+    split: Option<String>,
+    #[arg(long, default_value = "auto")]
+    device: String,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 128)]
+    max_seq_length: usize,
+}
+
+#[derive(Args)]
+pub struct PredictArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// A fine-tuned model folder (or hub id).
+    #[arg(long)]
+    model: String,
+    /// Folder for the leaderboard files (CoLA.tsv, ...).
+    #[arg(long, default_value = "predictions")]
+    output_dir: PathBuf,
+    #[arg(long, default_value = "auto")]
+    device: String,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 128)]
+    max_seq_length: usize,
+}
+
+fn config_map(path: &Path) -> Result<Map<String, Value>> {
+    let text = fs::read_to_string(path)
+        .with_context(|| format!("cannot read --config {}", path.display()))?;
+    let value: Value = if path.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))?
+    } else {
+        let table: toml::Table =
+            toml::from_str(&text).with_context(|| format!("{}: invalid TOML", path.display()))?;
+        serde_json::to_value(table)?
+    };
+    match value {
+        Value::Object(map) => Ok(map),
+        _ => bail!("{}: expected a table of TrainingArguments", path.display()),
+    }
+}
+
+/// Config file, then flags, then HF defaults; unknown names are errors that name them.
+fn training_args(run: &RunArgs, task: Task) -> Result<TrainingArgs> {
+    let mut map = match &run.config {
+        Some(path) => config_map(path)?,
+        None => Map::new(),
+    };
+    let flags = serde_json::to_value(FlagsView(&run.training))?;
+    if let Value::Object(flags) = flags {
+        for (k, v) in flags {
+            if !v.is_null() {
+                map.insert(k, v);
+            }
+        }
+    }
+    map.entry("output_dir".to_string())
+        .or_insert_with(|| Value::from(format!("output/{}", task.name())));
+    let args: TrainingArgs = serde_json::from_value(Value::Object(map))
+        .map_err(|e| anyhow::anyhow!("invalid training arguments: {e}"))?;
+    args.validate()?;
+    Ok(args)
+}
+
+/// Serializes the flags with TrainingArguments' snake_case names.
+struct FlagsView<'a>(&'a TrainingFlags);
+
+impl serde::Serialize for FlagsView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let f = self.0;
+        let entries: Vec<(&str, Value)> = vec![
+            ("output_dir", serde_json::to_value(&f.output_dir).unwrap()),
+            (
+                "num_train_epochs",
+                serde_json::to_value(f.num_train_epochs).unwrap(),
+            ),
+            ("max_steps", serde_json::to_value(f.max_steps).unwrap()),
+            (
+                "per_device_train_batch_size",
+                serde_json::to_value(f.per_device_train_batch_size).unwrap(),
+            ),
+            (
+                "per_device_eval_batch_size",
+                serde_json::to_value(f.per_device_eval_batch_size).unwrap(),
+            ),
+            (
+                "learning_rate",
+                serde_json::to_value(f.learning_rate).unwrap(),
+            ),
+            (
+                "weight_decay",
+                serde_json::to_value(f.weight_decay).unwrap(),
+            ),
+            ("adam_beta1", serde_json::to_value(f.adam_beta1).unwrap()),
+            ("adam_beta2", serde_json::to_value(f.adam_beta2).unwrap()),
+            (
+                "adam_epsilon",
+                serde_json::to_value(f.adam_epsilon).unwrap(),
+            ),
+            (
+                "max_grad_norm",
+                serde_json::to_value(f.max_grad_norm).unwrap(),
+            ),
+            (
+                "lr_scheduler_type",
+                serde_json::to_value(&f.lr_scheduler_type).unwrap(),
+            ),
+            (
+                "warmup_steps",
+                serde_json::to_value(f.warmup_steps).unwrap(),
+            ),
+            (
+                "warmup_ratio",
+                serde_json::to_value(f.warmup_ratio).unwrap(),
+            ),
+            (
+                "gradient_accumulation_steps",
+                serde_json::to_value(f.gradient_accumulation_steps).unwrap(),
+            ),
+            (
+                "eval_strategy",
+                serde_json::to_value(&f.eval_strategy).unwrap(),
+            ),
+            ("eval_steps", serde_json::to_value(f.eval_steps).unwrap()),
+            (
+                "save_strategy",
+                serde_json::to_value(&f.save_strategy).unwrap(),
+            ),
+            ("save_steps", serde_json::to_value(f.save_steps).unwrap()),
+            (
+                "logging_steps",
+                serde_json::to_value(f.logging_steps).unwrap(),
+            ),
+            (
+                "save_total_limit",
+                serde_json::to_value(f.save_total_limit).unwrap(),
+            ),
+            (
+                "load_best_model_at_end",
+                serde_json::to_value(f.load_best_model_at_end).unwrap(),
+            ),
+            (
+                "metric_for_best_model",
+                serde_json::to_value(&f.metric_for_best_model).unwrap(),
+            ),
+            (
+                "greater_is_better",
+                serde_json::to_value(f.greater_is_better).unwrap(),
+            ),
+            (
+                "early_stopping_patience",
+                serde_json::to_value(f.early_stopping_patience).unwrap(),
+            ),
+            ("seed", serde_json::to_value(f.seed).unwrap()),
+            (
+                "group_by_length",
+                serde_json::to_value(f.group_by_length).unwrap(),
+            ),
+            (
+                "max_seq_length",
+                serde_json::to_value(f.max_seq_length).unwrap(),
+            ),
+            (
+                "pad_to_multiple_of",
+                serde_json::to_value(f.pad_to_multiple_of).unwrap(),
+            ),
+        ];
+        let mut map = s.serialize_map(Some(entries.len()))?;
+        for (k, v) in entries {
+            map.serialize_entry(k, &v)?;
+        }
+        map.end()
+    }
+}
+
+fn device(choice: &str) -> Result<tch::Device> {
+    let choice: DeviceChoice = choice.parse()?;
+    let (device, notice) = select_device(choice)?;
+    eprintln!("{notice}");
+    Ok(device)
+}
+
+fn preprocessor(
+    model: &BertForSequenceClassification,
+    max_seq_length: usize,
+) -> Result<Preprocessor> {
+    let dir = model.tokenizer_dir.as_ref().context(
+        "the model folder has no tokenizer.json; copy the tokenizer files next to the weights",
+    )?;
+    Ok(Preprocessor::from_file(dir, max_seq_length)?)
+}
+
+fn encode(pre: &Preprocessor, data_dir: &Path, task: Task, split: &str) -> Result<EncodedSplit> {
+    Ok(pre.encode_split(&load_split(data_dir, task, split)?)?)
+}
+
+/// run_glue.py's naming: the first eval split plain, MNLI mismatched with `_mm`.
+fn eval_suffix(index: usize) -> String {
+    if index == 0 {
+        String::new()
+    } else {
+        "_mm".to_string()
+    }
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    write_atomically(path, |out| {
+        out.write_all(text.as_bytes())?;
+        out.write_all(b"\n")?;
+        Ok(())
+    })
+}
+
+/// The model files go into output_dir next to the checkpoints, each renamed into place.
+fn save_model_into(model: &BertForSequenceClassification, dir: &Path) -> Result<()> {
+    let tmp = dir.join(format!(".tmp-model-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp)?;
+    model.write_pretrained(&tmp)?;
+    for entry in fs::read_dir(&tmp)? {
+        let entry = entry?;
+        fs::rename(entry.path(), dir.join(entry.file_name()))?;
+    }
+    fs::remove_dir_all(&tmp)?;
+    Ok(())
+}
+
+fn print_table(history: &[train_loop::LogEntry], metric_names: &[&str], suffixes: &[String]) {
+    let mut header = vec![
+        "Epoch".to_string(),
+        "Training Loss".into(),
+        "Validation Loss".into(),
+    ];
+    for s in suffixes {
+        for m in metric_names {
+            header.push(format!(
+                "{}{}",
+                title(m),
+                if s.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", &s[1..])
+                }
+            ));
+        }
+    }
+    println!("{}", header.join(" | "));
+    let mut last_train_loss: Option<f64> = None;
+    for entry in history {
+        if let Some(l) = entry.get("loss").and_then(Value::as_f64) {
+            last_train_loss = Some(l);
+            continue;
+        }
+        let Some(eval_loss) = entry.get("eval_loss").and_then(Value::as_f64) else {
+            continue;
+        };
+        let epoch = entry.get("epoch").and_then(Value::as_f64).unwrap_or(0.0);
+        let mut row = vec![
+            if (epoch - epoch.round()).abs() < 1e-9 {
+                format!("{epoch:.0}")
+            } else {
+                format!("{epoch:.2}")
+            },
+            last_train_loss
+                .map(|l| format!("{l:.6}"))
+                .unwrap_or_else(|| "No log".into()),
+            format!("{eval_loss:.6}"),
+        ];
+        for s in suffixes {
+            for m in metric_names {
+                let v = entry.get(&format!("eval_{m}{s}")).and_then(Value::as_f64);
+                row.push(v.map(|v| format!("{v:.6}")).unwrap_or_else(|| "-".into()));
+            }
+        }
+        println!("{}", row.join(" | "));
+    }
+}
+
+fn title(metric: &str) -> String {
+    metric
+        .split('_')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub fn run(run: &RunArgs) -> Result<()> {
+    let task: Task = run.data.task.parse()?;
+    let spec = task.spec();
+    let train_split = spec
+        .train_split
+        .with_context(|| format!("task `{task}` has no training split; train on mnli and use `glue-cli predict --task {task}`"))?;
+    let args = training_args(run, task)?;
+    if let Some(spec) = &run.resume_from_checkpoint {
+        checkpoint::resolve(&args.output_dir, spec)?;
+    }
+    // Data first: a missing file should fail before a model download.
+    for split in std::iter::once(train_split).chain(spec.eval_splits.iter().copied()) {
+        let path = glue_data::split_path(&run.data.data_dir, task, spec.split(split)?);
+        if !path.exists() {
+            return Err(glue_data::DataError::MissingData {
+                path,
+                task: task.name().into(),
+            }
+            .into());
+        }
+    }
+    let device = device(&run.device)?;
+    tch::manual_seed(args.seed as i64);
+    let (model, report) =
+        BertForSequenceClassification::from_pretrained(&run.model, Some(spec.label_names), device)?;
+    eprint!("{report}");
+    let pre = preprocessor(&model, args.max_seq_length)?;
+    let train_data = encode(&pre, &run.data.data_dir, task, train_split)?;
+    let eval_sets = spec
+        .eval_splits
+        .iter()
+        .enumerate()
+        .map(|(i, split)| {
+            Ok(EvalSet {
+                split: split.to_string(),
+                suffix: eval_suffix(i),
+                data: encode(&pre, &run.data.data_dir, task, split)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    fs::create_dir_all(&args.output_dir)
+        .with_context(|| format!("cannot create {}", args.output_dir.display()))?;
+    let resume = match &run.resume_from_checkpoint {
+        Some(spec) => Some(checkpoint::resolve(&args.output_dir, spec)?),
+        None => None,
+    };
+    let mut reporter =
+        CliReporter::new(args.per_device_train_batch_size * args.gradient_accumulation_steps);
+    let collator = Collator::new(&pre).with_pad_to_multiple_of(args.pad_to_multiple_of);
+    let mut trainer = Trainer {
+        args: args.clone(),
+        task,
+        model,
+        collator,
+        train_data,
+        eval_sets,
+        reporter: &mut reporter,
+    };
+    let out = trainer.train(resume.as_deref())?;
+    let eval_metrics = trainer.evaluate()?;
+    let mut state = out.state;
+    let mut final_eval: Map<String, Value> = eval_metrics
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::from(*v)))
+        .collect();
+    final_eval.insert("epoch".into(), Value::from(state.epoch));
+    let out_dir = &args.output_dir;
+    save_model_into(&trainer.model, out_dir)?;
+    let mut train_results: Map<String, Value> = out
+        .metrics
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::from(*v)))
+        .collect();
+    train_results.insert(
+        "train_samples".into(),
+        Value::from(trainer.train_data.len()),
+    );
+    let mut all = train_results.clone();
+    all.extend(final_eval.clone());
+    write_json(&out_dir.join("eval_results.json"), &final_eval)?;
+    write_json(&out_dir.join("train_results.json"), &train_results)?;
+    write_json(&out_dir.join("all_results.json"), &all)?;
+    let mut final_entry: Map<String, Value> = final_eval.clone();
+    final_entry.insert("step".into(), Value::from(state.global_step));
+    state.log_history.push(final_entry);
+    write_json(&out_dir.join("trainer_state.json"), &state)?;
+    write_json(&out_dir.join("training_args.json"), &args)?;
+    let metric_names: Vec<&str> = spec.metrics.iter().map(|m| m.name()).collect();
+    let plot_key = format!("eval_{}", spec.main_metric().name());
+    let svg = training_curves(&state.log_history, &plot_key);
+    write_atomically(&out_dir.join("training_curves.svg"), |o| {
+        Ok(o.write_all(svg.as_bytes())?)
+    })?;
+    let suffixes: Vec<String> = (0..trainer.eval_sets.len()).map(eval_suffix).collect();
+    print_table(
+        &state.log_history[..state.log_history.len() - 1],
+        &metric_names,
+        &suffixes,
+    );
+    println!();
+    let summary: BTreeMap<&String, &f64> = eval_metrics
+        .iter()
+        .filter(|(k, _)| !k.contains("runtime") && !k.contains("per_second"))
+        .collect();
+    println!("final evaluation: {}", serde_json::to_string(&summary)?);
+    println!(
+        "train: {} steps, {:.1} s, {:.1} samples/s; model, results and training_curves.svg in {}",
+        state.global_step,
+        out.metrics["train_runtime"],
+        out.metrics["train_samples_per_second"],
+        out_dir.display()
+    );
+    Ok(())
+}
+
+fn load_for(task: Task, model: &str, device: tch::Device) -> Result<BertForSequenceClassification> {
+    let (model, _) = BertForSequenceClassification::from_pretrained(model, None, device)?;
+    let want = task.spec().num_labels();
+    if model.config.labels() != want {
+        bail!(
+            "the model has {} output(s) but task `{task}` needs {want}; pass a model fine-tuned on {task}",
+            model.config.labels()
+        );
+    }
+    Ok(model)
+}
+
+pub fn evaluate_cmd(args: &EvaluateArgs) -> Result<()> {
+    let task: Task = args.data.task.parse()?;
+    let spec = task.spec();
+    let splits: Vec<String> = match &args.split {
+        Some(s) => vec![spec.split(s)?.name.to_string()],
+        None => spec.eval_splits.iter().map(|s| s.to_string()).collect(),
+    };
+    for split in &splits {
+        glue_data::load_split(&args.data.data_dir, task, split)?;
+    }
+    let device = device(&args.device)?;
+    let model = load_for(task, &args.model, device)?;
+    let pre = preprocessor(&model, args.max_seq_length)?;
+    let collator = Collator::new(&pre);
+    let mut results = Map::new();
+    for split in &splits {
+        let data = encode(&pre, &args.data.data_dir, task, split)?;
+        if data.labels.iter().any(|l| l.is_missing()) {
+            bail!(
+                "split `{split}` of {task} has no labels; use `glue-cli predict` for test splits"
+            );
+        }
+        let out = evaluate(&model, task, &data, &collator, args.batch_size)?;
+        let metrics: Map<String, Value> = out
+            .metrics
+            .into_iter()
+            .map(|(k, v)| (k, Value::from(v)))
+            .collect();
+        results.insert(split.clone(), Value::Object(metrics));
+    }
+    println!("{}", serde_json::to_string_pretty(&results)?);
+    Ok(())
+}
+
+/// GLUE leaderboard value of one prediction: the class name for the NLI tasks,
+/// the class index for the others, a score for STS-B.
+fn prediction_text(task: Task, predictions: &Predictions, i: usize) -> String {
+    match predictions {
+        Predictions::Scores(s) => format!("{:.3}", s[i].clamp(0.0, 5.0)),
+        Predictions::Classes(c) => match task {
+            Task::Mnli
+            | Task::MnliMatched
+            | Task::MnliMismatched
+            | Task::Ax
+            | Task::Rte
+            | Task::Qnli => task.spec().label_names[c[i] as usize].to_string(),
+            _ => c[i].to_string(),
+        },
+    }
+}
+
+pub fn predict(args: &PredictArgs) -> Result<()> {
+    let task: Task = args.data.task.parse()?;
+    // MNLI models also answer the diagnostic set, as the leaderboard expects AX.tsv from them.
+    let mut jobs: Vec<(Task, &glue_data::Submission)> =
+        task.spec().submissions.iter().map(|s| (task, s)).collect();
+    if task == Task::Mnli {
+        let ax = Task::Ax.spec();
+        let path = glue_data::split_path(&args.data.data_dir, Task::Ax, &ax.splits[0]);
+        if path.exists() {
+            jobs.push((Task::Ax, &ax.submissions[0]));
+        }
+    }
+    for (t, s) in &jobs {
+        glue_data::load_split(&args.data.data_dir, *t, s.split)?;
+    }
+    let device = device(&args.device)?;
+    let model = load_for(task, &args.model, device)?;
+    let pre = preprocessor(&model, args.max_seq_length)?;
+    let collator = Collator::new(&pre);
+    fs::create_dir_all(&args.output_dir)
+        .with_context(|| format!("cannot create {}", args.output_dir.display()))?;
+    for (t, submission) in jobs {
+        let split = load_split(&args.data.data_dir, t, submission.split)?;
+        let data = pre.encode_split(&split)?;
+        let mut unlabelled = data.clone();
+        for l in &mut unlabelled.labels {
+            *l = match l {
+                glue_data::Label::Class(_) => glue_data::Label::Class(-1),
+                glue_data::Label::Score(_) => glue_data::Label::Score(-1.0),
+            };
+        }
+        let out = evaluate(&model, t, &unlabelled, &collator, args.batch_size)?;
+        let path = args.output_dir.join(submission.file_name);
+        write_atomically(&path, |w| {
+            writeln!(w, "index\tprediction")?;
+            for (i, idx) in data.idx.iter().enumerate() {
+                writeln!(w, "{idx}\t{}", prediction_text(t, &out.predictions, i))?;
+            }
+            Ok(())
+        })?;
+        println!("wrote {} ({} rows)", path.display(), data.len());
+    }
+    Ok(())
+}

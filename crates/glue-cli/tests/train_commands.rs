@@ -1,0 +1,363 @@
+//! `glue-cli run / evaluate / predict` end to end on the real test model and data:
+//! short runs (CI budget), exact resume after a real SIGKILL, leaderboard files.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use glue_testkit::{mirror_dir, test_model_dir};
+
+fn cli() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_glue-cli"));
+    c.env_remove("HF_HUB_OFFLINE");
+    c
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A short MRPC run: 12 updates of 4 examples, checkpoints every 4.
+fn short_run_args(out: &Path) -> Vec<String> {
+    [
+        "run",
+        "--task",
+        "mrpc",
+        "--device",
+        "cpu",
+        "--max-steps",
+        "12",
+        "--per-device-train-batch-size",
+        "4",
+        "--per-device-eval-batch-size",
+        "64",
+        "--max-seq-length",
+        "48",
+        "--logging-steps",
+        "2",
+        "--eval-strategy",
+        "no",
+        "--save-strategy",
+        "steps",
+        "--save-steps",
+        "4",
+        "--warmup-steps",
+        "3",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([
+        "--model".into(),
+        test_model_dir().display().to_string(),
+        "--data-dir".into(),
+        mirror_dir().display().to_string(),
+        "--output-dir".into(),
+        out.display().to_string(),
+    ])
+    .collect()
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(
+        &fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
+}
+
+fn without_timings(v: &serde_json::Value) -> serde_json::Value {
+    let mut v = v.clone();
+    if let Some(map) = v.as_object_mut() {
+        map.retain(|k, _| !k.contains("runtime") && !k.contains("per_second"));
+    }
+    v
+}
+
+fn complete(out: &Path, step: u64) -> bool {
+    out.join(format!("checkpoint-{step}/checkpoint-complete"))
+        .is_file()
+}
+
+#[test]
+fn resume_after_sigkill_is_bit_identical() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+
+    let out = cli().args(short_run_args(&a)).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Same run, killed with SIGKILL once its first checkpoint is complete.
+    let mut child = cli()
+        .args(short_run_args(&b))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !complete(&b, 4) {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "no checkpoint appeared"
+        );
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("run ended before it could be killed: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+    assert!(
+        !b.join("eval_results.json").exists(),
+        "killed before the end"
+    );
+
+    // A checkpoint folder without its completion marker is never resumed from.
+    let fake = b.join("checkpoint-999");
+    fs::create_dir_all(&fake).unwrap();
+    fs::copy(
+        b.join("checkpoint-4/model.safetensors"),
+        fake.join("model.safetensors"),
+    )
+    .unwrap();
+    let out = cli()
+        .args(short_run_args(&b))
+        .args(["--resume-from-checkpoint", fake.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("not a complete checkpoint"),
+        "{}",
+        text(&out)
+    );
+
+    let out = cli()
+        .args(short_run_args(&b))
+        .args(["--resume-from-checkpoint", "latest"])
+        .output()
+        .unwrap();
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        !log.contains("starting at step 0"),
+        "resumed from a checkpoint: {log}"
+    );
+
+    let weights = |d: &PathBuf| fs::read(d.join("model.safetensors")).unwrap();
+    assert!(
+        weights(&a) == weights(&b),
+        "final weights differ after resume"
+    );
+    assert_eq!(
+        without_timings(&json(&a.join("eval_results.json"))),
+        without_timings(&json(&b.join("eval_results.json")))
+    );
+    let losses = |d: &PathBuf| -> Vec<serde_json::Value> {
+        json(&d.join("trainer_state.json"))["log_history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e.get("loss").is_some())
+            .cloned()
+            .collect()
+    };
+    assert_eq!(losses(&a), losses(&b));
+    assert_eq!(losses(&a).len(), 6);
+}
+
+#[test]
+fn sst2_and_stsb_report_their_metrics() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (task, keys) in [
+        ("sst2", vec!["eval_accuracy"]),
+        (
+            "stsb",
+            vec!["eval_pearson", "eval_spearmanr", "eval_combined_score"],
+        ),
+    ] {
+        let out_dir = tmp.path().join(task);
+        let out = cli()
+            .args([
+                "run",
+                "--task",
+                task,
+                "--device",
+                "cpu",
+                "--max-steps",
+                "3",
+                "--per-device-train-batch-size",
+                "4",
+            ])
+            .args([
+                "--per-device-eval-batch-size",
+                "128",
+                "--max-seq-length",
+                "32",
+                "--logging-steps",
+                "1",
+            ])
+            .args([
+                "--model",
+                test_model_dir().to_str().unwrap(),
+                "--data-dir",
+                mirror_dir().to_str().unwrap(),
+            ])
+            .args(["--output-dir", out_dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let log = text(&out);
+        assert!(out.status.success(), "{task}: {log}");
+        let results = json(&out_dir.join("eval_results.json"));
+        for k in keys {
+            assert!(
+                results[k].as_f64().is_some(),
+                "{task}: {k} missing in {results}"
+            );
+        }
+        for f in [
+            "train_results.json",
+            "all_results.json",
+            "trainer_state.json",
+            "training_curves.svg",
+            "model.safetensors",
+            "config.json",
+        ] {
+            assert!(out_dir.join(f).is_file(), "{task}: {f} missing");
+        }
+        assert!(
+            log.contains("Epoch | Training Loss | Validation Loss"),
+            "{log}"
+        );
+        let config = json(&out_dir.join("config.json"));
+        if task == "stsb" {
+            assert_eq!(config["problem_type"], "regression");
+        }
+
+        // The leaderboard file: header and one row per test example.
+        let pred_dir = tmp.path().join(format!("{task}-pred"));
+        let out = cli()
+            .args([
+                "predict",
+                "--task",
+                task,
+                "--device",
+                "cpu",
+                "--model",
+                out_dir.to_str().unwrap(),
+            ])
+            .args([
+                "--data-dir",
+                mirror_dir().to_str().unwrap(),
+                "--output-dir",
+                pred_dir.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let (file, rows) = if task == "sst2" {
+            ("SST-2.tsv", 1821)
+        } else {
+            ("STS-B.tsv", 1379)
+        };
+        let tsv = fs::read_to_string(pred_dir.join(file)).unwrap();
+        let lines: Vec<&str> = tsv.lines().collect();
+        assert_eq!(lines[0], "index\tprediction");
+        assert_eq!(lines.len(), rows + 1);
+        assert!(lines[1].starts_with("0\t"));
+    }
+}
+
+#[test]
+fn run_errors_are_one_line_with_exit_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = test_model_dir();
+    let mirror = mirror_dir();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["run", "--task", "squad"], "unknown GLUE task `squad`"),
+        (
+            vec![
+                "run",
+                "--task",
+                "qqp",
+                "--data-dir",
+                mirror.to_str().unwrap(),
+                "--model",
+                model.to_str().unwrap(),
+            ],
+            "cargo xtask fetch-glue --tasks qqp",
+        ),
+        (
+            vec![
+                "run",
+                "--task",
+                "mrpc",
+                "--data-dir",
+                mirror.to_str().unwrap(),
+                "--model",
+                "/no/such/model-dir",
+            ],
+            "not found",
+        ),
+        (
+            vec![
+                "run",
+                "--task",
+                "mrpc",
+                "--load-best-model-at-end",
+                "--eval-strategy",
+                "no",
+                "--data-dir",
+                mirror.to_str().unwrap(),
+            ],
+            "--load-best-model-at-end needs an --eval-strategy",
+        ),
+        (
+            vec![
+                "run",
+                "--task",
+                "mrpc",
+                "--gradient-accumulation-steps",
+                "0",
+            ],
+            "at least 1",
+        ),
+        (
+            vec![
+                "run",
+                "--task",
+                "mrpc",
+                "--resume-from-checkpoint",
+                "--output-dir",
+                tmp.path().to_str().unwrap(),
+            ],
+            "no complete checkpoint",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = cli()
+            .args(&args)
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        let last = err
+            .trim_end()
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            last.starts_with("error: ") && last.contains(needle),
+            "{args:?}: {err}"
+        );
+        assert!(
+            !err.contains("panicked") && !err.contains("backtrace"),
+            "{err}"
+        );
+    }
+}
