@@ -2,6 +2,7 @@
 //! installs it, `cargo xtask fetch-glue` downloads the data. No tch here.
 
 mod fetch;
+mod gpu_check;
 mod setup;
 
 use std::path::PathBuf;
@@ -37,6 +38,8 @@ enum Command {
         #[arg(long)]
         from: Option<PathBuf>,
     },
+    /// Build target/gpu-check/ (binary, small model, golden batches, run.sh) for a GPU machine.
+    GpuCheck,
 }
 
 fn main() -> ExitCode {
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
             data_dir,
             from,
         } => fetch::run(&tasks, &data_dir, from.as_deref()),
+        Command::GpuCheck => gpu_check::run(),
     };
     match result {
         Ok(code) => code,

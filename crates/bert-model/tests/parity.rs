@@ -151,3 +151,23 @@ fn our_collator_builds_the_same_padded_batches_as_hf() {
         );
     }
 }
+
+/// bf16 compute (fp32 master weights) stays within 2e-2 of HF's fp32 outputs.
+#[test]
+fn bf16_compute_stays_close_to_fp32_reference() {
+    tch::set_num_threads(1);
+    let g = golden();
+    let mut model = model_with_head(&["not_equivalent", "equivalent"], &g["classification_head"]);
+    model.set_precision(bert_model::Precision::Bf16);
+    let case = &g["cases"][0];
+    let (ids, types, mask) = inputs(case);
+    let out = tch::no_grad(|| model.forward(&ids, &types, &mask, None, false));
+    assert_eq!(out.logits.kind(), Kind::Float);
+    let d_pooled = max_abs_diff(&out.pooled_output, &floats(&case["pooled_output"]));
+    let d_logits = max_abs_diff(&out.logits, &floats(&case["logits"]));
+    assert!(
+        d_pooled <= 2e-2 && d_logits <= 2e-2,
+        "bf16: pooled {d_pooled}, logits {d_logits}"
+    );
+    assert!(d_pooled > 0.0, "bf16 should not be bit-identical to fp32");
+}

@@ -81,6 +81,9 @@ pub struct TrainingFlags {
     max_seq_length: Option<usize>,
     #[arg(long)]
     pad_to_multiple_of: Option<usize>,
+    /// bfloat16 compute with fp32 master weights (use on CUDA).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    bf16: Option<bool>,
 }
 
 #[derive(Args)]

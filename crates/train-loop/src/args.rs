@@ -142,6 +142,9 @@ pub struct TrainingArgs {
     /// Pad batches to a multiple of this (8 helps tensor cores); none by default.
     #[serde(default)]
     pub pad_to_multiple_of: Option<usize>,
+    /// bfloat16 matmuls with fp32 master weights (HF `bf16=True`); meant for CUDA.
+    #[serde(default)]
+    pub bf16: bool,
 }
 
 impl Default for TrainingArgs {
