@@ -17,8 +17,8 @@ use crate::report::CliReporter;
 use crate::DataArgs;
 
 /// Flags named like HF `TrainingArguments`, in kebab-case. Unset flags take the
-/// value from `--config`, then HF's default.
-#[derive(Args, Debug, Default)]
+/// value from `--config`, then HF's default. Serialized, they are TrainingArgs' keys.
+#[derive(Args, Debug, Default, serde::Serialize)]
 pub struct TrainingFlags {
     #[arg(long)]
     output_dir: Option<PathBuf>,
@@ -164,7 +164,7 @@ fn training_args(run: &RunArgs, task: Task) -> Result<TrainingArgs> {
         Some(path) => config_map(path)?,
         None => Map::new(),
     };
-    let flags = serde_json::to_value(FlagsView(&run.training))?;
+    let flags = serde_json::to_value(&run.training)?;
     if let Value::Object(flags) = flags {
         for (k, v) in flags {
             if !v.is_null() {
@@ -178,118 +178,6 @@ fn training_args(run: &RunArgs, task: Task) -> Result<TrainingArgs> {
         .map_err(|e| anyhow::anyhow!("invalid training arguments: {e}"))?;
     args.validate()?;
     Ok(args)
-}
-
-/// Serializes the flags with TrainingArguments' snake_case names.
-struct FlagsView<'a>(&'a TrainingFlags);
-
-impl serde::Serialize for FlagsView<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let f = self.0;
-        let entries: Vec<(&str, Value)> = vec![
-            ("output_dir", serde_json::to_value(&f.output_dir).unwrap()),
-            (
-                "num_train_epochs",
-                serde_json::to_value(f.num_train_epochs).unwrap(),
-            ),
-            ("max_steps", serde_json::to_value(f.max_steps).unwrap()),
-            (
-                "per_device_train_batch_size",
-                serde_json::to_value(f.per_device_train_batch_size).unwrap(),
-            ),
-            (
-                "per_device_eval_batch_size",
-                serde_json::to_value(f.per_device_eval_batch_size).unwrap(),
-            ),
-            (
-                "learning_rate",
-                serde_json::to_value(f.learning_rate).unwrap(),
-            ),
-            (
-                "weight_decay",
-                serde_json::to_value(f.weight_decay).unwrap(),
-            ),
-            ("adam_beta1", serde_json::to_value(f.adam_beta1).unwrap()),
-            ("adam_beta2", serde_json::to_value(f.adam_beta2).unwrap()),
-            (
-                "adam_epsilon",
-                serde_json::to_value(f.adam_epsilon).unwrap(),
-            ),
-            (
-                "max_grad_norm",
-                serde_json::to_value(f.max_grad_norm).unwrap(),
-            ),
-            (
-                "lr_scheduler_type",
-                serde_json::to_value(&f.lr_scheduler_type).unwrap(),
-            ),
-            (
-                "warmup_steps",
-                serde_json::to_value(f.warmup_steps).unwrap(),
-            ),
-            (
-                "warmup_ratio",
-                serde_json::to_value(f.warmup_ratio).unwrap(),
-            ),
-            (
-                "gradient_accumulation_steps",
-                serde_json::to_value(f.gradient_accumulation_steps).unwrap(),
-            ),
-            (
-                "eval_strategy",
-                serde_json::to_value(&f.eval_strategy).unwrap(),
-            ),
-            ("eval_steps", serde_json::to_value(f.eval_steps).unwrap()),
-            (
-                "save_strategy",
-                serde_json::to_value(&f.save_strategy).unwrap(),
-            ),
-            ("save_steps", serde_json::to_value(f.save_steps).unwrap()),
-            (
-                "logging_steps",
-                serde_json::to_value(f.logging_steps).unwrap(),
-            ),
-            (
-                "save_total_limit",
-                serde_json::to_value(f.save_total_limit).unwrap(),
-            ),
-            (
-                "load_best_model_at_end",
-                serde_json::to_value(f.load_best_model_at_end).unwrap(),
-            ),
-            (
-                "metric_for_best_model",
-                serde_json::to_value(&f.metric_for_best_model).unwrap(),
-            ),
-            (
-                "greater_is_better",
-                serde_json::to_value(f.greater_is_better).unwrap(),
-            ),
-            (
-                "early_stopping_patience",
-                serde_json::to_value(f.early_stopping_patience).unwrap(),
-            ),
-            ("seed", serde_json::to_value(f.seed).unwrap()),
-            (
-                "group_by_length",
-                serde_json::to_value(f.group_by_length).unwrap(),
-            ),
-            (
-                "max_seq_length",
-                serde_json::to_value(f.max_seq_length).unwrap(),
-            ),
-            (
-                "pad_to_multiple_of",
-                serde_json::to_value(f.pad_to_multiple_of).unwrap(),
-            ),
-        ];
-        let mut map = s.serialize_map(Some(entries.len()))?;
-        for (k, v) in entries {
-            map.serialize_entry(k, &v)?;
-        }
-        map.end()
-    }
 }
 
 fn device(choice: &str) -> Result<tch::Device> {

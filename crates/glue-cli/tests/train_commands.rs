@@ -180,25 +180,26 @@ fn sst2_and_stsb_report_their_metrics() {
         ),
     ] {
         let out_dir = tmp.path().join(task);
+        // Part of the arguments come from a --config file, as HF users keep them.
+        let config = tmp.path().join(format!("{task}.toml"));
+        fs::write(
+            &config,
+            "max_steps = 3\nper_device_train_batch_size = 4\nlogging_steps = 1\nlearning_rate = 1e-3\n",
+        )
+        .unwrap();
         let out = cli()
+            .args(["run", "--task", task, "--device", "cpu"])
             .args([
-                "run",
-                "--task",
-                task,
-                "--device",
-                "cpu",
-                "--max-steps",
-                "3",
-                "--per-device-train-batch-size",
-                "4",
+                "--config",
+                config.to_str().unwrap(),
+                "--learning-rate",
+                "2e-5",
             ])
             .args([
                 "--per-device-eval-batch-size",
                 "128",
                 "--max-seq-length",
                 "32",
-                "--logging-steps",
-                "1",
             ])
             .args([
                 "--model",
@@ -212,6 +213,12 @@ fn sst2_and_stsb_report_their_metrics() {
         let log = text(&out);
         assert!(out.status.success(), "{task}: {log}");
         let results = json(&out_dir.join("eval_results.json"));
+        let recorded = json(&out_dir.join("training_args.json"));
+        assert_eq!(recorded["max_steps"], 3, "from the config file");
+        assert_eq!(
+            recorded["learning_rate"], 2e-5,
+            "flags win over the config file"
+        );
         for k in keys {
             assert!(
                 results[k].as_f64().is_some(),
@@ -276,6 +283,8 @@ fn run_errors_are_one_line_with_exit_2() {
     let tmp = tempfile::tempdir().unwrap();
     let model = test_model_dir();
     let mirror = mirror_dir();
+    let bad_config = tmp.path().join("typo.toml");
+    fs::write(&bad_config, "learning_rat = 1e-5\n").unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["run", "--task", "squad"], "unknown GLUE task `squad`"),
         (
