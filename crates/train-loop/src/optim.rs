@@ -35,6 +35,9 @@ pub struct AdamW {
     params: Vec<Param>,
     exp_avg: Vec<Tensor>,
     exp_avg_sq: Vec<Tensor>,
+    /// Two flat buffers as large as the largest parameter: the update's temporaries
+    /// live here instead of being allocated (and page-faulted in) at every step.
+    scratch: [Tensor; 2],
     /// Updates done so far (torch keeps one per parameter; all are equal here).
     pub step: i64,
 }
@@ -42,7 +45,16 @@ pub struct AdamW {
 impl AdamW {
     pub fn new(params: Vec<Param>, config: AdamWConfig) -> Self {
         let zeros = |p: &Param| p.tensor.zeros_like().detach();
+        let largest = params.iter().max_by_key(|p| p.tensor.numel());
+        let flat = |p: Option<&Param>| match p {
+            Some(p) => Tensor::zeros(
+                [p.tensor.numel() as i64],
+                (p.tensor.kind(), p.tensor.device()),
+            ),
+            None => Tensor::zeros([0], (Kind::Float, tch::Device::Cpu)),
+        };
         AdamW {
+            scratch: [flat(largest), flat(largest)],
             exp_avg: params.iter().map(zeros).collect(),
             exp_avg_sq: params.iter().map(zeros).collect(),
             params,
@@ -68,6 +80,7 @@ impl AdamW {
         let bias_correction1 = 1.0 - beta1.powi(self.step as i32);
         let bias_correction2_sqrt = (1.0 - beta2.powi(self.step as i32)).sqrt();
         let step_size = lr / bias_correction1;
+        let [tmp_buf, denom_buf] = &self.scratch;
         tch::no_grad(|| {
             for ((p, m), v) in self
                 .params
@@ -79,14 +92,26 @@ impl AdamW {
                 if !grad.defined() {
                     continue;
                 }
+                let shape = p.tensor.size();
+                let n = p.tensor.numel() as i64;
+                let tmp = tmp_buf.narrow(0, 0, n).view(shape.as_slice());
+                let mut denom = denom_buf.narrow(0, 0, n).view(shape.as_slice());
                 // torch/optim/adamw.py `_single_tensor_adamw`, same op order.
-                let _ = p.tensor.g_mul_scalar_(1.0 - lr * p.weight_decay);
+                if p.weight_decay != 0.0 {
+                    let _ = p.tensor.g_mul_scalar_(1.0 - lr * p.weight_decay);
+                }
                 let _ = m.lerp_(&grad, 1.0 - beta1);
                 let _ = v.g_mul_scalar_(beta2);
                 // value * g * g, with value folded into the second factor (same product).
-                let _ = v.addcmul_(&grad, &(&grad * (1.0 - beta2)));
-                let denom = (v.sqrt() / bias_correction2_sqrt) + eps;
-                let _ = p.tensor.addcdiv_(&(m.shallow_clone() * -step_size), &denom);
+                let _ = grad.mul_scalar_out(&tmp, 1.0 - beta2);
+                let _ = v.addcmul_(&grad, &tmp);
+                // denom = sqrt(v) / sqrt(bias_correction2) + eps
+                let _ = v.sqrt_out(&denom);
+                let _ = denom.g_div_scalar_(bias_correction2_sqrt);
+                let _ = denom.g_add_scalar_(eps);
+                // p += (-step_size * m) / denom, as addcdiv's `value * t1 / t2`.
+                let _ = m.mul_scalar_out(&tmp, -step_size);
+                let _ = p.tensor.addcdiv_(&tmp, &denom);
             }
         });
     }
