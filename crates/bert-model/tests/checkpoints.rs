@@ -59,7 +59,10 @@ fn reference_python() -> Option<std::path::PathBuf> {
     if python.exists() {
         Some(python)
     } else {
-        eprintln!(
+        // Straight to the stream: libtest captures eprintln!, and this must be seen.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
             "\n*** SKIPPED the live HF transformers check: .venv-ref is missing. \
              Run `cargo xtask setup --reference` to enable it. ***\n"
         );
