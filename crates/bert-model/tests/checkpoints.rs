@@ -4,11 +4,16 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use bert_model::{BertError, BertForSequenceClassification};
+use bert_model::{BertError, BertForSequenceClassification, LoadReport};
 use glue_testkit::{test_model_dir, workspace_root, HubServer};
 use tch::{Device, Kind, Tensor};
 
 const MRPC: &[&str] = &["not_equivalent", "equivalent"];
+
+/// Loads a checkpoint with MRPC's two-class head on CPU.
+fn load_mrpc(id_or_path: &str) -> Result<(BertForSequenceClassification, LoadReport), BertError> {
+    BertForSequenceClassification::from_pretrained(id_or_path, Some(MRPC), Device::Cpu)
+}
 
 /// The fixed input of scripts/check_hf_load.py.
 fn fixed_input() -> (Tensor, Tensor, Tensor) {
@@ -28,12 +33,7 @@ fn logits(model: &BertForSequenceClassification) -> Vec<f32> {
 
 /// Bit-identical pooled output to the test model loaded the plain way.
 fn assert_same_encoder_as_the_test_model(model: &BertForSequenceClassification) {
-    let (plain, _) = BertForSequenceClassification::from_pretrained(
-        test_model_dir().to_str().unwrap(),
-        Some(MRPC),
-        Device::Cpu,
-    )
-    .unwrap();
+    let (plain, _) = load_mrpc(test_model_dir().to_str().unwrap()).unwrap();
     let (ids, types, mask) = fixed_input();
     let a = model
         .forward(&ids, &types, &mask, None, false)
@@ -73,12 +73,7 @@ fn reference_python() -> Option<std::path::PathBuf> {
 #[test]
 fn save_pretrained_round_trips_in_rust_and_in_hf_transformers() {
     tch::manual_seed(7);
-    let (model, _) = BertForSequenceClassification::from_pretrained(
-        test_model_dir().to_str().unwrap(),
-        Some(MRPC),
-        Device::Cpu,
-    )
-    .unwrap();
+    let (model, _) = load_mrpc(test_model_dir().to_str().unwrap()).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("saved");
     model.save_pretrained(&out).unwrap();
@@ -156,12 +151,7 @@ fn loads_from_a_hub_id_through_the_loopback_hub() {
     let tmp = tempfile::tempdir().unwrap();
     std::env::set_var("HF_ENDPOINT", hub.endpoint());
     std::env::set_var("HF_HOME", tmp.path());
-    let (model, report) = BertForSequenceClassification::from_pretrained(
-        "sentence-transformers/all-MiniLM-L6-v2",
-        Some(MRPC),
-        Device::Cpu,
-    )
-    .unwrap();
+    let (model, report) = load_mrpc("sentence-transformers/all-MiniLM-L6-v2").unwrap();
     assert_eq!(
         report.newly_initialized,
         vec!["classifier.bias", "classifier.weight"]
@@ -206,12 +196,7 @@ fn legacy_names_prefixes_and_pretraining_heads() {
         )])
         .collect();
     Tensor::write_safetensors(&renamed, tmp.path().join("model.safetensors")).unwrap();
-    let (legacy, report) = BertForSequenceClassification::from_pretrained(
-        tmp.path().to_str().unwrap(),
-        Some(MRPC),
-        Device::Cpu,
-    )
-    .unwrap();
+    let (legacy, report) = load_mrpc(tmp.path().to_str().unwrap()).unwrap();
     assert_eq!(
         report.newly_initialized,
         vec!["classifier.bias", "classifier.weight"]
@@ -239,12 +224,7 @@ fn pytorch_model_bin_loads_like_safetensors() {
     );
     let status = Command::new(python).args(["-c", &script]).status().unwrap();
     assert!(status.success());
-    let (model, report) = BertForSequenceClassification::from_pretrained(
-        tmp.path().to_str().unwrap(),
-        Some(MRPC),
-        Device::Cpu,
-    )
-    .unwrap();
+    let (model, report) = load_mrpc(tmp.path().to_str().unwrap()).unwrap();
     assert_eq!(
         report.newly_initialized,
         vec!["classifier.bias", "classifier.weight"]
@@ -253,8 +233,7 @@ fn pytorch_model_bin_loads_like_safetensors() {
 }
 
 fn load_err(dir: &Path) -> BertError {
-    BertForSequenceClassification::from_pretrained(dir.to_str().unwrap(), Some(MRPC), Device::Cpu)
-        .unwrap_err()
+    load_mrpc(dir.to_str().unwrap()).unwrap_err()
 }
 
 #[test]

@@ -110,12 +110,19 @@ pub struct RunArgs {
 pub struct EvaluateArgs {
     #[command(flatten)]
     data: DataArgs,
-    /// A fine-tuned model folder (or hub id).
-    #[arg(long)]
-    model: String,
     /// Split to score (default: the task's evaluation splits).
     #[arg(long)]
     split: Option<String>,
+    #[command(flatten)]
+    inference: InferenceArgs,
+}
+
+/// How `evaluate` and `predict` run a fine-tuned model.
+#[derive(Args)]
+pub struct InferenceArgs {
+    /// A fine-tuned model folder (or hub id).
+    #[arg(long)]
+    model: String,
     #[arg(long, default_value = "auto")]
     device: String,
     #[arg(long, default_value_t = 32)]
@@ -128,18 +135,11 @@ pub struct EvaluateArgs {
 pub struct PredictArgs {
     #[command(flatten)]
     data: DataArgs,
-    /// A fine-tuned model folder (or hub id).
-    #[arg(long)]
-    model: String,
     /// Folder for the leaderboard files (CoLA.tsv, ...).
     #[arg(long, default_value = "predictions")]
     output_dir: PathBuf,
-    #[arg(long, default_value = "auto")]
-    device: String,
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
-    #[arg(long, default_value_t = 128)]
-    max_seq_length: usize,
+    #[command(flatten)]
+    inference: InferenceArgs,
 }
 
 fn config_map(path: &Path) -> Result<Map<String, Value>> {
@@ -320,9 +320,15 @@ pub fn run(run: &RunArgs) -> Result<()> {
     }
     let device = device(&run.device)?;
     tch::manual_seed(args.seed as i64);
-    let (model, report) =
+    let (mut model, report) =
         BertForSequenceClassification::from_pretrained(&run.model, Some(spec.label_names), device)?;
     eprint!("{report}");
+    if args.bf16 {
+        if device == tch::Device::Cpu {
+            eprintln!("note: --bf16 on CPU is slower than fp32; it is meant for CUDA");
+        }
+        model.set_precision(bert_model::Precision::Bf16);
+    }
     let pre = preprocessor(&model, args.max_seq_length)?;
     let train_data = encode(&pre, &run.data.data_dir, task, train_split)?;
     let eval_sets = spec
@@ -434,9 +440,9 @@ pub fn evaluate_cmd(args: &EvaluateArgs) -> Result<()> {
     for split in &splits {
         glue_data::load_split(&args.data.data_dir, task, split)?;
     }
-    let device = device(&args.device)?;
-    let model = load_for(task, &args.model, device)?;
-    let pre = preprocessor(&model, args.max_seq_length)?;
+    let device = device(&args.inference.device)?;
+    let model = load_for(task, &args.inference.model, device)?;
+    let pre = preprocessor(&model, args.inference.max_seq_length)?;
     let collator = Collator::new(&pre);
     let mut results = Map::new();
     for split in &splits {
@@ -446,7 +452,7 @@ pub fn evaluate_cmd(args: &EvaluateArgs) -> Result<()> {
                 "split `{split}` of {task} has no labels; use `glue-cli predict` for test splits"
             );
         }
-        let out = evaluate(&model, task, &data, &collator, args.batch_size)?;
+        let out = evaluate(&model, task, &data, &collator, args.inference.batch_size)?;
         let metrics: Map<String, Value> = out
             .metrics
             .into_iter()
@@ -490,9 +496,9 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
     for (t, s) in &jobs {
         glue_data::load_split(&args.data.data_dir, *t, s.split)?;
     }
-    let device = device(&args.device)?;
-    let model = load_for(task, &args.model, device)?;
-    let pre = preprocessor(&model, args.max_seq_length)?;
+    let device = device(&args.inference.device)?;
+    let model = load_for(task, &args.inference.model, device)?;
+    let pre = preprocessor(&model, args.inference.max_seq_length)?;
     let collator = Collator::new(&pre);
     fs::create_dir_all(&args.output_dir)
         .with_context(|| format!("cannot create {}", args.output_dir.display()))?;
@@ -506,7 +512,7 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
                 glue_data::Label::Score(_) => glue_data::Label::Score(-1.0),
             };
         }
-        let out = evaluate(&model, t, &unlabelled, &collator, args.batch_size)?;
+        let out = evaluate(&model, t, &unlabelled, &collator, args.inference.batch_size)?;
         let path = args.output_dir.join(submission.file_name);
         write_atomically(&path, |w| {
             writeln!(w, "index\tprediction")?;
