@@ -183,14 +183,60 @@ fn link(target: &Path, link: &Path) -> Result<()> {
 
 fn install_reference(python: &str, root: &Path) -> Result<()> {
     let venv = root.join(".venv-ref");
+    let requirements = fs::read_to_string(root.join(REFERENCE_REQUIREMENTS))
+        .with_context(|| format!("cannot read {REFERENCE_REQUIREMENTS}"))?;
+    let stamp = venv.join(STAMP);
+    if fs::read_to_string(&stamp).ok().as_deref() == Some(requirements.as_str()) {
+        println!("setup: .venv-ref is up to date");
+        return Ok(());
+    }
     create_venv(python, &venv)?;
-    println!("setup: installing the Python reference stack into .venv-ref (full torch, ~4 GB)");
+    // torch (and the test model) come from the project venv: a .pth file puts its
+    // site-packages on .venv-ref's path. Python's `import torch` loads libtorch_cuda.so,
+    // hence every CUDA library, even on a CPU machine: a CPU-only .venv gets them here
+    // (~2.7 GB, about a minute), the Rust side never needs them.
+    println!("setup: adding the CUDA libraries Python's torch module needs to .venv");
     run_checked(
-        pip(&venv).arg("-r").arg(root.join(REFERENCE_REQUIREMENTS)),
+        pip(&root.join(".venv")).arg(TORCH),
+        "pip install torch (with its CUDA libraries)",
+    )?;
+    let own_site = site_packages(&root.join(".venv"))?;
+    let ref_site = python_site_packages(&venv)?;
+    fs::write(
+        ref_site.join("glue-rs-project-venv.pth"),
+        format!("{}\n", own_site.display()),
+    )
+    .with_context(|| format!("cannot write a .pth file into {}", ref_site.display()))?;
+    println!("setup: installing the Python reference stack into .venv-ref (torch from .venv)");
+    run_checked(
+        pip(&venv)
+            .arg("--no-deps")
+            .arg("-r")
+            .arg(root.join(REFERENCE_REQUIREMENTS)),
         "pip install reference requirements",
     )?;
+    run_checked(
+        Command::new(venv.join("bin/python")).args([
+            "-c",
+            "import torch, transformers, sklearn, scipy, pyarrow, accelerate",
+        ]),
+        "importing the reference stack",
+    )?;
+    fs::write(&stamp, &requirements)?;
     println!(
         "setup: .venv-ref ready; regenerate goldens with `.venv-ref/bin/python scripts/<name>.py`"
     );
     Ok(())
+}
+
+/// The site-packages folder of a venv, whatever its python3.X is called.
+fn python_site_packages(venv: &Path) -> Result<PathBuf> {
+    let lib = venv.join("lib");
+    for entry in fs::read_dir(&lib).with_context(|| format!("cannot read {}", lib.display()))? {
+        let path = entry?.path().join("site-packages");
+        if path.is_dir() {
+            return Ok(path);
+        }
+    }
+    bail!("{} has no site-packages folder", lib.display())
 }
