@@ -4,6 +4,10 @@ torch.nn.utils.clip_grad_norm_ on fixed tensors, the references for train-loop.
 - AdamW: two parameter groups as the HF Trainer builds them (weights with decay,
   biases/LayerNorm without), 6 steps with given gradients and a changing learning rate
   (set per step, as the scheduler does); parameters after every step, final state.
+  Three variants: `adamw` (single-tensor, foreach=False), `adamw_fused` (fused=True,
+  HF Trainer's default `adamw_torch_fused`), and `adamw_tiny_grads` (fused, gradients
+  of ~1e-8 so that sqrt(v_hat) is comparable to eps: eps added inside the sqrt, or
+  before the bias correction, would move the parameters by a very different amount).
 - Schedules: transformers' get_{linear,cosine,constant}_schedule_with_warmup and
   get_constant_schedule, learning rate at every step.
 - Clipping: total norm returned and the clipped gradients, above and below max_norm.
@@ -29,7 +33,7 @@ def flat(t):
     return [float(x) for x in t.detach().flatten().tolist()]
 
 
-def adamw_case():
+def adamw_case(fused=False, grad_scale=1.0):
     g = torch.Generator().manual_seed(0)
     w = torch.randn(3, 4, generator=g, dtype=torch.float32)
     b = torch.randn(4, generator=g, dtype=torch.float32)
@@ -39,19 +43,21 @@ def adamw_case():
     opt = torch.optim.AdamW(
         [{"params": [w], "weight_decay": 0.01}, {"params": [b], "weight_decay": 0.0}],
         lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+        foreach=False, fused=fused,
     )
     steps = []
     for step in range(6):
         lr = 1e-3 * (1.0 - step / 10)
         for group in opt.param_groups:
             group["lr"] = lr
-        gw = torch.randn(3, 4, generator=g) * (0.1 if step % 2 else 3.0)
-        gb = torch.randn(4, generator=g) * 0.5
+        gw = torch.randn(3, 4, generator=g) * (0.1 if step % 2 else 3.0) * grad_scale
+        gb = torch.randn(4, generator=g) * 0.5 * grad_scale
         w.grad, b.grad = gw.clone(), gb.clone()
         opt.step()
         steps.append({"lr": lr, "grad_w": flat(gw), "grad_b": flat(gb), "w": flat(w), "b": flat(b)})
     state_w, state_b = opt.state[w], opt.state[b]
     return {
+        "fused": fused, "grad_scale": grad_scale,
         "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": {"w": 0.01, "b": 0.0},
         "shape_w": [3, 4], "init": init, "steps": steps,
         "final_state": {
@@ -98,6 +104,8 @@ def main():
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "adamw": adamw_case(),
+        "adamw_fused": adamw_case(fused=True),
+        "adamw_tiny_grads": adamw_case(fused=True, grad_scale=1e-8),
         "schedules": {
             "base_lr": 5e-5, "warmup_steps": 10, "total_steps": 100,
             "linear": schedule(lambda o: get_linear_schedule_with_warmup(o, 10, 100)),

@@ -66,3 +66,17 @@ pub fn select_device(choice: DeviceChoice) -> Result<(Device, String), BertError
         )),
     }
 }
+
+/// Whether this CPU has bfloat16 arithmetic in hardware (AMX-BF16 or AVX512-BF16),
+/// where oneDNN runs bf16 matmuls faster than fp32; elsewhere bf16 is emulated.
+pub fn cpu_has_bf16() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|info| {
+        info.lines()
+            .filter(|l| l.starts_with("flags"))
+            .take(1)
+            .any(|l| {
+                l.split_whitespace()
+                    .any(|f| f == "amx_bf16" || f == "avx512_bf16")
+            })
+    })
+}

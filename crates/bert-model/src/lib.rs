@@ -28,7 +28,9 @@ mod model;
 mod pretrained;
 
 pub use config::{BertConfig, HiddenAct};
-pub use device::{select_device, DeviceChoice};
+pub use device::{cpu_has_bf16, select_device, DeviceChoice};
 pub use error::{BertError, Result};
-pub use model::{BertModel, BertOutput, Precision, SequenceClassifier, SequenceClassifierOutput};
+pub use model::{
+    BertModel, BertOutput, Layout, Precision, SequenceClassifier, SequenceClassifierOutput,
+};
 pub use pretrained::{BertForSequenceClassification, LoadReport};

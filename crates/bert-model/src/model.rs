@@ -6,20 +6,25 @@ use tch::{Kind, Tensor};
 
 use crate::config::{BertConfig, HiddenAct};
 
-/// fp32 master weights always; `Bf16` runs the matmuls in bfloat16 (what autocast does).
+/// fp32 master weights always; `Bf16` runs the forward under libtorch's own
+/// `torch.autocast(device, dtype=torch.bfloat16)`, as HF Trainer's `bf16=True` does:
+/// matmuls and attention in bfloat16; the residual stream, LayerNorm and the loss in fp32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {
     Fp32,
     Bf16,
 }
 
-impl Precision {
-    pub fn kind(self) -> Kind {
-        match self {
-            Precision::Fp32 => Kind::Float,
-            Precision::Bf16 => Kind::BFloat16,
-        }
-    }
+/// How the encoder treats padding. Both give the same outputs at real tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// Embeddings, linear layers, LayerNorm, GELU and dropout run over the real tokens
+    /// only (`[total_tokens, hidden]`); attention pads them back to `[batch, seq]`
+    /// around the softmax (unpad/repad, as MosaicBERT and ModernBERT do).
+    #[default]
+    PaddingFree,
+    /// HF's layout: every op runs over `[batch, seq, hidden]`, padding included.
+    Padded,
 }
 
 fn init_normal(cfg: &BertConfig) -> Init {
@@ -43,19 +48,58 @@ fn linear(p: nn::Path, cfg: &BertConfig, input: i64, output: i64) -> nn::Linear 
     )
 }
 
-/// `x @ W^T + b` in x's dtype (weights are cast per call, as autocast does).
+/// `x @ W^T + b`; under autocast `linear` itself casts to the compute dtype.
 fn apply_linear(x: &Tensor, l: &nn::Linear) -> Tensor {
-    let kind = x.kind();
-    x.linear(&l.ws.to_kind(kind), l.bs.as_ref().map(|b| b.to_kind(kind)))
+    x.linear(&l.ws, l.bs.as_ref())
 }
 
-/// LayerNorm runs in fp32 whatever the compute dtype, then casts back.
 fn apply_layer_norm(x: &Tensor, ln: &nn::LayerNorm, eps: f64) -> Tensor {
-    let kind = x.kind();
     let dim = ln.ws.as_ref().map(|w| w.size()).unwrap_or_default();
-    x.to_kind(Kind::Float)
-        .layer_norm(&dim, ln.ws.as_ref(), ln.bs.as_ref(), eps, true)
-        .to_kind(kind)
+    x.layer_norm(&dim, ln.ws.as_ref(), ln.bs.as_ref(), eps, true)
+}
+
+/// Where the tokens the padding-free encoder computes sit in a `[batch, seq]` batch:
+/// every real token, plus column 0 of each row (the pooler reads it, HF computes it
+/// even when it is padding), so the outputs equal the padded layout's for any mask.
+struct Packing {
+    /// Flat positions `row * seq + col`, row-major: `[total]`.
+    index: Tensor,
+    /// Position of each row's column 0 in the packed order: `[batch]`.
+    first: Tensor,
+    batch: i64,
+    seq: i64,
+}
+
+impl Packing {
+    fn from_mask(attention_mask: &Tensor) -> Packing {
+        let (batch, seq) = attention_mask
+            .size2()
+            .expect("attention_mask is [batch, seq]");
+        let device = attention_mask.device();
+        let first_column = Tensor::arange(seq, (Kind::Int64, device))
+            .eq(0)
+            .unsqueeze(0);
+        let keep = attention_mask.ne(0).logical_or(&first_column);
+        let per_row = keep.sum_dim_intlist(1, false, Kind::Int64);
+        Packing {
+            index: keep.flatten(0, -1).nonzero().squeeze_dim(1),
+            first: per_row.cumsum(0, Kind::Int64) - &per_row,
+            batch,
+            seq,
+        }
+    }
+
+    /// `[total, ...]` -> `[batch * seq, ...]`, zeros where nothing was computed.
+    fn pad(&self, x: &Tensor) -> Tensor {
+        let mut shape = x.size();
+        shape[0] = self.batch * self.seq;
+        Tensor::zeros(&shape, (x.kind(), x.device())).index_copy(0, &self.index, x)
+    }
+
+    /// `[batch * seq, ...]` -> `[total, ...]`.
+    fn unpad(&self, x: &Tensor) -> Tensor {
+        x.index_select(0, &self.index)
+    }
 }
 
 fn layer_norm(p: nn::Path, cfg: &BertConfig) -> nn::LayerNorm {
@@ -103,12 +147,19 @@ impl Embeddings {
         }
     }
 
-    fn forward(&self, input_ids: &Tensor, token_type_ids: &Tensor, train: bool) -> Tensor {
-        let seq = input_ids.size()[1];
-        let positions = Tensor::arange(seq, (Kind::Int64, input_ids.device())).unsqueeze(0);
+    /// Any layout: `position_ids` has (or broadcasts to) the shape of `input_ids`.
+    fn forward(
+        &self,
+        input_ids: &Tensor,
+        token_type_ids: &Tensor,
+        position_ids: &Tensor,
+        train: bool,
+    ) -> Tensor {
+        // HF's order (`inputs_embeds + token_type_embeddings`, then `+= position`):
+        // fp32 addition is not associative, and bf16 autocast magnifies the last bit.
         let sum = input_ids.apply(&self.word)
-            + positions.apply(&self.position)
-            + token_type_ids.apply(&self.token_type);
+            + token_type_ids.apply(&self.token_type)
+            + position_ids.apply(&self.position);
         apply_layer_norm(&sum, &self.layer_norm, self.eps).dropout(self.dropout, train)
     }
 }
@@ -147,14 +198,33 @@ impl Attention {
         }
     }
 
-    fn forward(&self, hidden: &Tensor, mask: &Tensor, train: bool) -> Tensor {
-        let (b, s, h) = hidden
-            .size3()
-            .expect("hidden states are [batch, seq, hidden]");
-        let split = |x: Tensor| x.view([b, s, self.heads, self.head_dim]).transpose(1, 2);
-        let q = split(apply_linear(hidden, &self.query));
-        let k = split(apply_linear(hidden, &self.key));
-        let v = split(apply_linear(hidden, &self.value));
+    /// `hidden`: `[batch, seq, hidden]`, or `[total, hidden]` with `packing`.
+    fn forward(
+        &self,
+        hidden: &Tensor,
+        mask: &Tensor,
+        packing: Option<&Packing>,
+        train: bool,
+    ) -> Tensor {
+        let (b, s) = match packing {
+            Some(p) => (p.batch, p.seq),
+            None => {
+                let size = hidden.size();
+                (size[0], size[1])
+            }
+        };
+        let h = self.heads * self.head_dim;
+        // [batch, heads, seq, head_dim], padding put back where attention needs it.
+        let heads = |x: Tensor| {
+            let x = match packing {
+                Some(p) => p.pad(&x),
+                None => x,
+            };
+            x.view([b, s, self.heads, self.head_dim]).transpose(1, 2)
+        };
+        let q = heads(apply_linear(hidden, &self.query));
+        let k = heads(apply_linear(hidden, &self.key));
+        let v = heads(apply_linear(hidden, &self.value));
         let dropout = if train { self.attention_dropout } else { 0.0 };
         let context = Tensor::scaled_dot_product_attention(
             &q,
@@ -167,8 +237,11 @@ impl Attention {
             false,
         )
         .transpose(1, 2)
-        .contiguous()
-        .view([b, s, h]);
+        .contiguous();
+        let context = match packing {
+            Some(p) => p.unpad(&context.view([b * s, h])),
+            None => context.view([b, s, h]),
+        };
         let out = apply_linear(&context, &self.output).dropout(self.hidden_dropout, train);
         apply_layer_norm(&(out + hidden), &self.layer_norm, self.eps)
     }
@@ -240,6 +313,7 @@ pub struct BertModel {
     layers: Vec<Layer>,
     pooler: nn::Linear,
     precision: Precision,
+    layout: Layout,
 }
 
 impl BertModel {
@@ -264,6 +338,7 @@ impl BertModel {
                 cfg.hidden_size,
             ),
             precision: Precision::Fp32,
+            layout: Layout::default(),
         }
     }
 
@@ -271,7 +346,21 @@ impl BertModel {
         self.precision = precision;
     }
 
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    pub fn set_layout(&mut self, layout: Layout) {
+        self.layout = layout;
+    }
+
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
     /// `input_ids`, `token_type_ids`, `attention_mask`: int64 `[batch, seq]`, mask 1 = token.
+    /// With [`Precision::Bf16`] this runs under autocast; call it inside your own
+    /// autocast region to combine it with other ops.
     pub fn forward(
         &self,
         input_ids: &Tensor,
@@ -279,16 +368,45 @@ impl BertModel {
         attention_mask: &Tensor,
         train: bool,
     ) -> BertOutput {
-        let kind = self.precision.kind();
-        // Additive mask [batch, 1, 1, seq]: 0 where attended, dtype-min at padding,
-        // as HF's `_prepare_4d_attention_mask_for_sdpa`.
-        let mask = (1.0 - attention_mask.to_kind(kind).unsqueeze(1).unsqueeze(1)) * min_value(kind);
+        let run = || match self.layout {
+            Layout::PaddingFree => {
+                self.forward_packed(input_ids, token_type_ids, attention_mask, train)
+            }
+            Layout::Padded => self.forward_padded(input_ids, token_type_ids, attention_mask, train),
+        };
+        match self.precision {
+            Precision::Fp32 => run(),
+            Precision::Bf16 => torch_shim::autocast(input_ids.device(), Kind::BFloat16, run)
+                .expect("set_precision accepts Bf16 only on devices with autocast"),
+        }
+    }
+
+    /// Additive mask `[batch, 1, 1, seq]`: 0 where attended, fp32-min at padding, as
+    /// HF's `_prepare_4d_attention_mask_for_sdpa` (autocast casts it with q, k, v).
+    fn additive_mask(attention_mask: &Tensor) -> Tensor {
+        (1.0 - attention_mask
+            .to_kind(Kind::Float)
+            .unsqueeze(1)
+            .unsqueeze(1))
+            * f64::from(f32::MIN)
+    }
+
+    /// HF `BertModel.forward`, op for op.
+    fn forward_padded(
+        &self,
+        input_ids: &Tensor,
+        token_type_ids: &Tensor,
+        attention_mask: &Tensor,
+        train: bool,
+    ) -> BertOutput {
+        let seq = input_ids.size()[1];
+        let positions = Tensor::arange(seq, (Kind::Int64, input_ids.device())).unsqueeze(0);
+        let mask = Self::additive_mask(attention_mask);
         let mut hidden = self
             .embeddings
-            .forward(input_ids, token_type_ids, train)
-            .to_kind(kind);
+            .forward(input_ids, token_type_ids, &positions, train);
         for layer in &self.layers {
-            hidden = layer.attention.forward(&hidden, &mask, train);
+            hidden = layer.attention.forward(&hidden, &mask, None, train);
             hidden = layer.feed_forward.forward(&hidden, train);
         }
         let cls = hidden.select(1, 0);
@@ -298,20 +416,47 @@ impl BertModel {
             pooled_output,
         }
     }
-}
 
-fn min_value(kind: Kind) -> f64 {
-    match kind {
-        Kind::BFloat16 => -3.389_531_389_251_535e38,
-        Kind::Half => -65504.0,
-        _ => f32::MIN as f64,
+    /// The same computation over `[total_tokens, hidden]`; see [`Layout::PaddingFree`].
+    fn forward_packed(
+        &self,
+        input_ids: &Tensor,
+        token_type_ids: &Tensor,
+        attention_mask: &Tensor,
+        train: bool,
+    ) -> BertOutput {
+        let packing = Packing::from_mask(attention_mask);
+        let mask = Self::additive_mask(attention_mask);
+        let gather = |t: &Tensor| packing.unpad(&t.flatten(0, -1));
+        let positions = packing.index.remainder(packing.seq);
+        let mut hidden = self.embeddings.forward(
+            &gather(input_ids),
+            &gather(token_type_ids),
+            &positions,
+            train,
+        );
+        for layer in &self.layers {
+            hidden = layer
+                .attention
+                .forward(&hidden, &mask, Some(&packing), train);
+            hidden = layer.feed_forward.forward(&hidden, train);
+        }
+        let cls = hidden.index_select(0, &packing.first);
+        let pooled_output = apply_linear(&cls, &self.pooler).tanh();
+        let hidden_size = hidden.size()[1];
+        BertOutput {
+            last_hidden_state: packing
+                .pad(&hidden)
+                .view([packing.batch, packing.seq, hidden_size]),
+            pooled_output,
+        }
     }
 }
 
 /// HF `SequenceClassifierOutput`.
 #[derive(Debug)]
 pub struct SequenceClassifierOutput {
-    /// `[batch, num_labels]`, fp32.
+    /// `[batch, num_labels]`, fp32 (under bf16: the bf16 logits, widened).
     pub logits: Tensor,
     /// Mean cross-entropy (classification) or MSE (num_labels == 1), when labels were given.
     pub loss: Option<Tensor>,
@@ -352,14 +497,24 @@ impl SequenceClassifier {
         labels: Option<&Tensor>,
         train: bool,
     ) -> SequenceClassifierOutput {
-        let out = self
-            .bert
-            .forward(input_ids, token_type_ids, attention_mask, train);
-        let logits = apply_linear(
-            &out.pooled_output.dropout(self.dropout, train),
-            &self.classifier,
-        )
-        .to_kind(Kind::Float);
+        let run = || {
+            let out = self
+                .bert
+                .forward(input_ids, token_type_ids, attention_mask, train);
+            let logits = apply_linear(
+                &out.pooled_output.dropout(self.dropout, train),
+                &self.classifier,
+            );
+            (out, logits)
+        };
+        // The head too runs under autocast, as in HF where the whole model does.
+        let (out, logits) = match self.bert.precision() {
+            Precision::Fp32 => run(),
+            Precision::Bf16 => torch_shim::autocast(input_ids.device(), Kind::BFloat16, run)
+                .expect("set_precision accepts Bf16 only on devices with autocast"),
+        };
+        // The loss in fp32, as autocast's policy for losses has it.
+        let logits = logits.to_kind(Kind::Float);
         let loss = labels.map(|labels| {
             if self.num_labels == 1 {
                 (logits.squeeze_dim(-1) - labels.to_kind(Kind::Float))

@@ -11,7 +11,7 @@ use tch::{nn, Device, Kind, Tensor};
 use crate::config::BertConfig;
 use crate::error::{io_error, BertError, Result};
 use crate::hub::ModelSource;
-use crate::model::{Precision, SequenceClassifier, SequenceClassifierOutput};
+use crate::model::{Layout, Precision, SequenceClassifier, SequenceClassifierOutput};
 
 /// Files copied next to the weights so a saved folder is a complete HF model folder.
 const TOKENIZER_FILES: &[&str] = &[
@@ -193,8 +193,21 @@ impl BertForSequenceClassification {
         })
     }
 
-    pub fn set_precision(&mut self, precision: Precision) {
+    /// `Bf16` needs a device with autocast (CPU or CUDA).
+    pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
+        if precision == Precision::Bf16 && !matches!(self.device(), Device::Cpu | Device::Cuda(_)) {
+            return Err(BertError::Input(format!(
+                "bf16 autocast runs on CPU or CUDA, not {:?}",
+                self.device()
+            )));
+        }
         self.model.bert.set_precision(precision);
+        Ok(())
+    }
+
+    /// Padding-free (default) or HF's padded layout; outputs at real tokens are equal.
+    pub fn set_layout(&mut self, layout: Layout) {
+        self.model.bert.set_layout(layout);
     }
 
     pub fn device(&self) -> Device {

@@ -60,8 +60,11 @@ impl Reporter for CliReporter {
         }
     }
 
-    fn on_step(&mut self, state: &TrainerState, loss: f64) {
+    fn on_step(&mut self, state: &TrainerState) {
         if let Some(bar) = &self.bar {
+            // The mean since the last log line, as far as the trainer has read it back.
+            let totals = &state.glue_rs;
+            let loss = totals.loss_since_log / totals.steps_since_log.max(1) as f64;
             bar.set_position(state.global_step);
             bar.set_message(format!("{loss:.4} | {} samples/step", self.batch_size));
         }

@@ -42,6 +42,9 @@ pub struct TrainingFlags {
     adam_epsilon: Option<f64>,
     #[arg(long)]
     max_grad_norm: Option<f64>,
+    /// adamw_torch_fused (default, as HF) or adamw_torch (single-tensor)
+    #[arg(long)]
+    optim: Option<String>,
     /// linear, cosine, constant, constant_with_warmup
     #[arg(long)]
     lr_scheduler_type: Option<String>,
@@ -81,9 +84,15 @@ pub struct TrainingFlags {
     max_seq_length: Option<usize>,
     #[arg(long)]
     pad_to_multiple_of: Option<usize>,
-    /// bfloat16 compute with fp32 master weights (use on CUDA).
+    /// bfloat16 autocast with fp32 master weights (CUDA, or CPUs with AMX/AVX512-BF16).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     bf16: Option<bool>,
+    /// Compute over real tokens only (default true); false runs HF's padded layout.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    padding_free: Option<bool>,
+    /// Deterministic kernels only, as HF's `full_determinism` (also on CUDA).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    full_determinism: Option<bool>,
 }
 
 #[derive(Args)]
@@ -129,6 +138,12 @@ pub struct InferenceArgs {
     batch_size: usize,
     #[arg(long, default_value_t = 128)]
     max_seq_length: usize,
+    /// bfloat16 autocast, as HF `bf16_full_eval=False, bf16=True` evaluates.
+    #[arg(long)]
+    bf16: bool,
+    /// Compute over real tokens only (default true); false runs HF's padded layout.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    padding_free: bool,
 }
 
 #[derive(Args)]
@@ -318,16 +333,17 @@ pub fn run(run: &RunArgs) -> Result<()> {
             .into());
         }
     }
+    if args.full_determinism && std::env::var_os("CUBLAS_WORKSPACE_CONFIG").is_none() {
+        // As HF's enable_full_determinism; cuBLAS reads it when CUDA starts, below.
+        std::env::set_var("CUBLAS_WORKSPACE_CONFIG", ":4096:8");
+    }
     let device = device(&run.device)?;
     tch::manual_seed(args.seed as i64);
-    let (mut model, report) =
+    let (model, report) =
         BertForSequenceClassification::from_pretrained(&run.model, Some(spec.label_names), device)?;
     eprint!("{report}");
-    if args.bf16 {
-        if device == tch::Device::Cpu {
-            eprintln!("note: --bf16 on CPU is slower than fp32; it is meant for CUDA");
-        }
-        model.set_precision(bert_model::Precision::Bf16);
+    if args.bf16 && device == tch::Device::Cpu && !bert_model::cpu_has_bf16() {
+        eprintln!("note: this CPU has no bfloat16 instructions (AVX512-BF16 or AMX); --bf16 will be slower than fp32 here");
     }
     let pre = preprocessor(&model, args.max_seq_length)?;
     let train_data = encode(&pre, &run.data.data_dir, task, train_split)?;
@@ -418,8 +434,19 @@ pub fn run(run: &RunArgs) -> Result<()> {
     Ok(())
 }
 
-fn load_for(task: Task, model: &str, device: tch::Device) -> Result<BertForSequenceClassification> {
-    let (model, _) = BertForSequenceClassification::from_pretrained(model, None, device)?;
+fn load_for(
+    task: Task,
+    inference: &InferenceArgs,
+    device: tch::Device,
+) -> Result<BertForSequenceClassification> {
+    let (mut model, _) =
+        BertForSequenceClassification::from_pretrained(&inference.model, None, device)?;
+    if inference.bf16 {
+        model.set_precision(bert_model::Precision::Bf16)?;
+    }
+    if !inference.padding_free {
+        model.set_layout(bert_model::Layout::Padded);
+    }
     let want = task.spec().num_labels();
     if model.config.labels() != want {
         bail!(
@@ -441,7 +468,7 @@ pub fn evaluate_cmd(args: &EvaluateArgs) -> Result<()> {
         glue_data::load_split(&args.data.data_dir, task, split)?;
     }
     let device = device(&args.inference.device)?;
-    let model = load_for(task, &args.inference.model, device)?;
+    let model = load_for(task, &args.inference, device)?;
     let pre = preprocessor(&model, args.inference.max_seq_length)?;
     let collator = Collator::new(&pre);
     let mut results = Map::new();
@@ -497,7 +524,7 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
         glue_data::load_split(&args.data.data_dir, *t, s.split)?;
     }
     let device = device(&args.inference.device)?;
-    let model = load_for(task, &args.inference.model, device)?;
+    let model = load_for(task, &args.inference, device)?;
     let pre = preprocessor(&model, args.inference.max_seq_length)?;
     let collator = Collator::new(&pre);
     fs::create_dir_all(&args.output_dir)

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::error::TrainError;
+use crate::optim::OptimizerKind;
 use crate::schedule::SchedulerType;
 
 /// HF `IntervalStrategy` (eval_strategy, save_strategy, logging).
@@ -69,6 +70,9 @@ fn d_save_steps() -> u64 {
 fn d_seed() -> u64 {
     42
 }
+fn d_true() -> bool {
+    true
+}
 fn d_max_seq_length() -> usize {
     128
 }
@@ -102,6 +106,9 @@ pub struct TrainingArgs {
     pub adam_epsilon: f64,
     #[serde(default = "d_max_grad_norm")]
     pub max_grad_norm: f64,
+    /// `adamw_torch_fused` (HF's default) or `adamw_torch`.
+    #[serde(default)]
+    pub optim: OptimizerKind,
     #[serde(default)]
     pub lr_scheduler_type: SchedulerType,
     #[serde(default)]
@@ -142,9 +149,17 @@ pub struct TrainingArgs {
     /// Pad batches to a multiple of this (8 helps tensor cores); none by default.
     #[serde(default)]
     pub pad_to_multiple_of: Option<usize>,
-    /// bfloat16 matmuls with fp32 master weights (HF `bf16=True`); meant for CUDA.
+    /// Forward passes under bfloat16 autocast with fp32 master weights (HF `bf16=True`).
     #[serde(default)]
     pub bf16: bool,
+    /// Run the encoder over real tokens only (same results, less work); `false` gives
+    /// HF's padded layout.
+    #[serde(default = "d_true")]
+    pub padding_free: bool,
+    /// HF `full_determinism`: deterministic kernels only (`torch.use_deterministic_algorithms`,
+    /// cuDNN deterministic); on CUDA also needs `CUBLAS_WORKSPACE_CONFIG=:4096:8`.
+    #[serde(default)]
+    pub full_determinism: bool,
 }
 
 impl Default for TrainingArgs {

@@ -42,6 +42,9 @@ pub enum TrainError {
 
     #[error("torch: {0}")]
     Torch(#[from] tch::TchError),
+
+    #[error(transparent)]
+    Shim(#[from] torch_shim::TorchError),
 }
 
 pub type Result<T, E = TrainError> = std::result::Result<T, E>;

@@ -43,7 +43,10 @@ pub struct EvalOutput {
     pub metrics: BTreeMap<String, f64>,
 }
 
-/// Runs the model over every row of `split` in order; scores against its labels when it has them.
+/// Runs the model over every row of `split`; scores against its labels when it has
+/// them. Rows go through the model longest first (batches of similar length, so
+/// little padding) and come back in their original order; logits and the loss stay
+/// on the device until the end, so there is one host sync per evaluation.
 pub fn evaluate(
     model: &BertForSequenceClassification,
     task: Task,
@@ -55,29 +58,51 @@ pub fn evaluate(
     let device = model.device();
     let labelled = split.labels.iter().all(|l| !l.is_missing());
     let regression_task = task.spec().is_regression();
-    let mut classes = Vec::with_capacity(split.len());
-    let mut scores = Vec::with_capacity(split.len());
-    let mut loss_sum = 0.0;
-    let rows: Vec<usize> = (0..split.len()).collect();
-    for chunk in rows.chunks(batch_size.max(1)) {
-        let batch = collator.collate(split, chunk)?;
-        let (ids, types, mask, labels) = batch_tensors(&batch, device);
-        let out =
-            tch::no_grad(|| model.forward(&ids, &types, &mask, labelled.then_some(&labels), false));
-        if let Some(loss) = out.loss {
-            loss_sum += loss.double_value(&[]) * chunk.len() as f64;
+    let mut order: Vec<usize> = (0..split.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(split.features[i].len()));
+    let mut logits = Vec::with_capacity(order.len().div_ceil(batch_size.max(1)));
+    let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
+    tch::no_grad(|| -> Result<()> {
+        for chunk in order.chunks(batch_size.max(1)) {
+            let batch = collator.collate(split, chunk)?;
+            let (ids, types, mask, labels) = batch_tensors(&batch, device);
+            let out = model.forward(&ids, &types, &mask, labelled.then_some(&labels), false);
+            if let Some(loss) = out.loss {
+                loss_sum += loss.to_kind(Kind::Double) * chunk.len() as f64;
+            }
+            logits.push(out.logits);
         }
-        let logits = out.logits.to(Device::Cpu);
-        if regression_task {
-            scores.extend(
-                Vec::<f32>::try_from(logits.squeeze_dim(-1).to_kind(Kind::Float))?
-                    .into_iter()
-                    .map(f64::from),
-            );
-        } else {
-            classes.extend(Vec::<i64>::try_from(logits.argmax(-1, false))?);
+        Ok(())
+    })?;
+    // Back to the split's order: row order[k] is at position k of the sorted logits.
+    let sorted = if logits.is_empty() {
+        Tensor::zeros(
+            [0, task.spec().num_labels() as i64],
+            (Kind::Float, Device::Cpu),
+        )
+    } else {
+        Tensor::cat(&logits, 0).to(Device::Cpu)
+    };
+    let positions: Vec<i64> = {
+        let mut p = vec![0i64; order.len()];
+        for (k, &row) in order.iter().enumerate() {
+            p[row] = k as i64;
         }
+        p
+    };
+    let logits = sorted.index_select(0, &Tensor::from_slice(&positions));
+    let mut classes = Vec::new();
+    let mut scores = Vec::new();
+    if regression_task {
+        scores.extend(
+            Vec::<f32>::try_from(logits.squeeze_dim(-1).to_kind(Kind::Float))?
+                .into_iter()
+                .map(f64::from),
+        );
+    } else {
+        classes.extend(Vec::<i64>::try_from(logits.argmax(-1, false))?);
     }
+    let loss_sum = loss_sum.double_value(&[]);
     let n = split.len().max(1) as f64;
     let mut metrics = BTreeMap::new();
     let loss = labelled.then_some(loss_sum / n);

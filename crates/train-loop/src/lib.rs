@@ -43,7 +43,7 @@ mod trainer;
 pub use args::{IntervalStrategy, TrainingArgs};
 pub use error::{Result, TrainError};
 pub use eval::{batch_tensors, evaluate, EvalOutput, Predictions};
-pub use optim::{clip_grad_norm, AdamW, AdamWConfig, Param};
+pub use optim::{clip_grad_norm, AdamW, AdamWConfig, OptimizerKind, Param};
 pub use schedule::{LrSchedule, SchedulerType};
 pub use state::{LogEntry, RunningTotals, TrainerState};
 pub use trainer::{EvalSet, Plan, Reporter, Silent, TrainOutput, Trainer};

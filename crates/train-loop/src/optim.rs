@@ -1,10 +1,39 @@
-//! AdamW over tensors, update for update `torch.optim.AdamW` (single-tensor path),
-//! with state (step, exp_avg, exp_avg_sq) that checkpoints as named tensors.
-//! Also `clip_grad_norm`, as `torch.nn.utils.clip_grad_norm_`.
+//! AdamW over tensors, update for update `torch.optim.AdamW`: ATen's fused kernel
+//! (`fused=True`, HF's default `adamw_torch_fused`) or the single-tensor op sequence
+//! (`adamw_torch` on CPU), with state (step, exp_avg, exp_avg_sq) that checkpoints as
+//! named tensors. Also `clip_grad_norm`, as `torch.nn.utils.clip_grad_norm_`.
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
+
+use crate::error::Result;
+
+/// HF `TrainingArguments.optim`: which AdamW implementation updates the weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    /// `torch.optim.AdamW(fused=True)`: one pass over param, grad and state per tensor.
+    #[default]
+    AdamwTorchFused,
+    /// `torch.optim.AdamW(foreach=False)`: the single-tensor op sequence.
+    AdamwTorch,
+}
+
+impl std::str::FromStr for OptimizerKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "adamw_torch_fused" => Ok(OptimizerKind::AdamwTorchFused),
+            "adamw_torch" => Ok(OptimizerKind::AdamwTorch),
+            other => Err(format!(
+                "unknown optimizer `{other}`; use adamw_torch_fused or adamw_torch"
+            )),
+        }
+    }
+}
 
 /// A named parameter and its weight decay (0 for biases and LayerNorm weights, as HF groups them).
 pub struct Param {
@@ -18,6 +47,7 @@ pub struct AdamWConfig {
     pub beta1: f64,
     pub beta2: f64,
     pub eps: f64,
+    pub kind: OptimizerKind,
 }
 
 impl Default for AdamWConfig {
@@ -26,6 +56,7 @@ impl Default for AdamWConfig {
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
+            kind: OptimizerKind::default(),
         }
     }
 }
@@ -35,26 +66,43 @@ pub struct AdamW {
     params: Vec<Param>,
     exp_avg: Vec<Tensor>,
     exp_avg_sq: Vec<Tensor>,
-    /// Two flat buffers as large as the largest parameter: the update's temporaries
-    /// live here instead of being allocated (and page-faulted in) at every step.
+    /// Single-tensor path: two flat buffers as large as the largest parameter, so the
+    /// update's temporaries are not allocated (and page-faulted in) at every step.
     scratch: [Tensor; 2],
-    /// Updates done so far (torch keeps one per parameter; all are equal here).
+    /// Fused path: the step count as the float32 0-dim tensor the kernel reads
+    /// (torch keeps one per parameter; all are equal here, so they share this one).
+    step_count: Tensor,
+    /// Parameter indices by weight decay: one fused call per HF parameter group.
+    groups: Vec<(f64, Vec<usize>)>,
+    /// Updates done so far.
     pub step: i64,
 }
 
 impl AdamW {
     pub fn new(params: Vec<Param>, config: AdamWConfig) -> Self {
         let zeros = |p: &Param| p.tensor.zeros_like().detach();
-        let largest = params.iter().max_by_key(|p| p.tensor.numel());
-        let flat = |p: Option<&Param>| match p {
-            Some(p) => Tensor::zeros(
-                [p.tensor.numel() as i64],
-                (p.tensor.kind(), p.tensor.device()),
-            ),
-            None => Tensor::zeros([0], (Kind::Float, tch::Device::Cpu)),
+        let device = params
+            .first()
+            .map_or(tch::Device::Cpu, |p| p.tensor.device());
+        let largest = match config.kind {
+            OptimizerKind::AdamwTorch => params.iter().map(|p| p.tensor.numel()).max(),
+            OptimizerKind::AdamwTorchFused => None,
         };
+        let flat = || {
+            let kind = params.first().map_or(Kind::Float, |p| p.tensor.kind());
+            Tensor::zeros([largest.unwrap_or(0) as i64], (kind, device))
+        };
+        let mut groups: Vec<(f64, Vec<usize>)> = Vec::new();
+        for (i, p) in params.iter().enumerate() {
+            match groups.iter_mut().find(|(wd, _)| *wd == p.weight_decay) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((p.weight_decay, vec![i])),
+            }
+        }
         AdamW {
-            scratch: [flat(largest), flat(largest)],
+            scratch: [flat(), flat()],
+            step_count: Tensor::zeros([], (Kind::Float, device)),
+            groups,
             exp_avg: params.iter().map(zeros).collect(),
             exp_avg_sq: params.iter().map(zeros).collect(),
             params,
@@ -67,16 +115,79 @@ impl AdamW {
         &self.params
     }
 
-    pub fn zero_grad(&mut self) {
-        for p in &mut self.params {
-            p.tensor.zero_grad();
-        }
+    /// `zero_grad(set_to_none=True)`, torch's and HF's default: the next backward
+    /// writes the gradients afresh (no zeroing pass, no accumulation pass, and no
+    /// gradient memory held during the forward).
+    pub fn zero_grad(&mut self) -> Result<()> {
+        let params: Vec<&Tensor> = self.params.iter().map(|p| &p.tensor).collect();
+        Ok(torch_shim::set_grads_to_none(&params)?)
+    }
+
+    fn defined_grads(&self) -> impl Iterator<Item = (usize, Tensor)> + '_ {
+        self.params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i, p.tensor.grad()))
+            .filter(|(_, g)| g.defined())
     }
 
     /// One update at learning rate `lr`; parameters without a gradient are skipped.
-    pub fn step(&mut self, lr: f64) {
+    pub fn step(&mut self, lr: f64) -> Result<()> {
         self.step += 1;
-        let AdamWConfig { beta1, beta2, eps } = self.config;
+        match self.config.kind {
+            OptimizerKind::AdamwTorchFused => self.fused_step(lr),
+            OptimizerKind::AdamwTorch => {
+                self.single_tensor_step(lr);
+                Ok(())
+            }
+        }
+    }
+
+    /// torch/optim/adamw.py `_fused_adamw`: one kernel call per parameter group.
+    fn fused_step(&mut self, lr: f64) -> Result<()> {
+        let AdamWConfig {
+            beta1, beta2, eps, ..
+        } = self.config;
+        let grads: BTreeMap<usize, Tensor> = self.defined_grads().collect();
+        let _ = tch::no_grad(|| self.step_count.fill_(self.step as f64));
+        for (weight_decay, members) in &self.groups {
+            let members: Vec<usize> = members
+                .iter()
+                .copied()
+                .filter(|i| grads.contains_key(i))
+                .collect();
+            if members.is_empty() {
+                continue;
+            }
+            let params: Vec<&Tensor> = members.iter().map(|&i| &self.params[i].tensor).collect();
+            let g: Vec<&Tensor> = members.iter().map(|i| &grads[i]).collect();
+            let m: Vec<&Tensor> = members.iter().map(|&i| &self.exp_avg[i]).collect();
+            let v: Vec<&Tensor> = members.iter().map(|&i| &self.exp_avg_sq[i]).collect();
+            let steps = vec![&self.step_count; members.len()];
+            tch::no_grad(|| {
+                torch_shim::fused_adamw(
+                    &params,
+                    &g,
+                    &m,
+                    &v,
+                    &steps,
+                    torch_shim::AdamWHyper {
+                        lr,
+                        beta1,
+                        beta2,
+                        weight_decay: *weight_decay,
+                        eps,
+                    },
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    fn single_tensor_step(&mut self, lr: f64) {
+        let AdamWConfig {
+            beta1, beta2, eps, ..
+        } = self.config;
         let bias_correction1 = 1.0 - beta1.powi(self.step as i32);
         let bias_correction2_sqrt = (1.0 - beta2.powi(self.step as i32)).sqrt();
         let step_size = lr / bias_correction1;
@@ -157,24 +268,17 @@ impl AdamW {
     }
 }
 
-/// `torch.nn.utils.clip_grad_norm_(params, max_norm)`: scales gradients so their global
-/// L2 norm is at most `max_norm`; returns the norm before clipping.
-pub fn clip_grad_norm(params: &[&Tensor], max_norm: f64) -> f64 {
+/// `torch.nn.utils.clip_grad_norm_(params, max_norm)` (foreach path): scales the
+/// gradients so their global L2 norm is at most `max_norm`; returns the norm before
+/// clipping as a 0-dim tensor on the parameters' device, so no host sync is needed.
+pub fn clip_grad_norm(params: &[&Tensor], max_norm: f64) -> Result<Tensor> {
     let grads: Vec<Tensor> = params
         .iter()
         .map(|p| p.grad())
         .filter(|g| g.defined())
         .collect();
-    if grads.is_empty() {
-        return 0.0;
-    }
-    tch::no_grad(|| {
-        let norms: Vec<Tensor> = grads.iter().map(|g| g.norm()).collect();
-        let total = Tensor::stack(&norms, 0).norm();
-        let coef = (max_norm / (&total + 1e-6)).clamp_max(1.0);
-        for g in &grads {
-            let _ = g.shallow_clone().g_mul_(&coef.to_kind(g.kind()));
-        }
-        total.to_kind(Kind::Double).double_value(&[])
-    })
+    let refs: Vec<&Tensor> = grads.iter().collect();
+    Ok(tch::no_grad(|| {
+        torch_shim::clip_grad_norm(&refs, max_norm)
+    })?)
 }

@@ -8,11 +8,11 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use bert_model::BertForSequenceClassification;
+use bert_model::{BertForSequenceClassification, Layout, Precision};
 use glue_data::sampler::{length_grouped_indices, shuffled_indices};
 use glue_data::{Collator, EncodedSplit, Task};
 use serde_json::Value;
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 use crate::args::{IntervalStrategy, TrainingArgs};
 use crate::checkpoint::{self, CheckpointParts};
@@ -25,7 +25,7 @@ use crate::state::{num, LogEntry, TrainerState};
 /// Hooks for progress display; every method has a do-nothing default.
 pub trait Reporter {
     fn on_train_begin(&mut self, _plan: &Plan, _state: &TrainerState) {}
-    fn on_step(&mut self, _state: &TrainerState, _loss: f64) {}
+    fn on_step(&mut self, _state: &TrainerState) {}
     fn on_log(&mut self, _entry: &LogEntry) {}
     fn on_save(&mut self, _checkpoint: &Path) {}
     fn on_train_end(&mut self, _state: &TrainerState) {}
@@ -149,6 +149,7 @@ impl Trainer<'_> {
                 beta1: self.args.adam_beta1,
                 beta2: self.args.adam_beta2,
                 eps: self.args.adam_epsilon,
+                kind: self.args.optim,
             },
         )
     }
@@ -166,8 +167,37 @@ impl Trainer<'_> {
         }
     }
 
+    /// Precision, layout and determinism of the model's computation, from the arguments.
+    fn apply_compute_args(&mut self) -> Result<()> {
+        if self.args.full_determinism {
+            if self.model.device().is_cuda() {
+                let config = std::env::var("CUBLAS_WORKSPACE_CONFIG").unwrap_or_default();
+                if config != ":4096:8" && config != ":16:8" {
+                    return Err(TrainError::InvalidArgs(
+                        "full_determinism on CUDA needs CUBLAS_WORKSPACE_CONFIG=:4096:8 in the \
+                         environment before CUDA starts (glue-cli sets it for --full-determinism)"
+                            .into(),
+                    ));
+                }
+            }
+            torch_shim::set_deterministic(true)?;
+        }
+        self.model.set_precision(if self.args.bf16 {
+            Precision::Bf16
+        } else {
+            Precision::Fp32
+        })?;
+        self.model.set_layout(if self.args.padding_free {
+            Layout::PaddingFree
+        } else {
+            Layout::Padded
+        });
+        Ok(())
+    }
+
     /// Evaluates every eval set; keys carry HF's `eval_` prefix (and the set's suffix).
-    pub fn evaluate(&self) -> Result<BTreeMap<String, f64>> {
+    pub fn evaluate(&mut self) -> Result<BTreeMap<String, f64>> {
+        self.apply_compute_args()?;
         let mut out = BTreeMap::new();
         for set in &self.eval_sets {
             let result = evaluate(
@@ -184,17 +214,18 @@ impl Trainer<'_> {
         Ok(out)
     }
 
-    /// One optimizer update over a group of micro-batches; returns (loss, grad norm).
+    /// One optimizer update over a group of micro-batches; returns the update's loss
+    /// (float64, 0-dim, on the device) and the gradient norm before clipping.
     fn update(
         &mut self,
         optimizer: &mut AdamW,
         group: &[&[usize]],
         lr: f64,
         step: u64,
-    ) -> Result<(f64, Option<f64>)> {
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let device = self.model.device();
-        optimizer.zero_grad();
-        let mut loss_value = 0.0;
+        optimizer.zero_grad()?;
+        let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
         for (micro, rows) in group.iter().enumerate() {
             let batch = self.collator.collate(&self.train_data, rows)?;
             let (ids, types, mask, labels) = batch_tensors(&batch, device);
@@ -202,26 +233,40 @@ impl Trainer<'_> {
             let out = self.model.forward(&ids, &types, &mask, Some(&labels), true);
             let loss = out.loss.expect("labels given") / group.len() as f64;
             loss.backward();
-            loss_value += loss.double_value(&[]);
+            loss_sum += loss.detach().to_kind(Kind::Double);
         }
-        if !loss_value.is_finite() {
+        let grad_norm = if self.args.max_grad_norm > 0.0 {
+            let params: Vec<&Tensor> = optimizer.params().iter().map(|p| &p.tensor).collect();
+            Some(clip_grad_norm(&params, self.args.max_grad_norm)?)
+        } else {
+            None
+        };
+        optimizer.step(lr)?;
+        Ok((loss_sum, grad_norm))
+    }
+
+    /// Moves the losses summed on the device into the running totals (a host sync),
+    /// stopping if training diverged.
+    fn flush_loss(&self, pending: &mut Tensor, state: &mut TrainerState) -> Result<()> {
+        let value = pending.double_value(&[]);
+        if !value.is_finite() {
             return Err(TrainError::NonFiniteLoss {
-                step: step + 1,
-                value: loss_value,
+                step: state.global_step,
+                value,
                 output_dir: self.args.output_dir.clone(),
             });
         }
-        let grad_norm = (self.args.max_grad_norm > 0.0).then(|| {
-            let params: Vec<&Tensor> = optimizer.params().iter().map(|p| &p.tensor).collect();
-            clip_grad_norm(&params, self.args.max_grad_norm)
-        });
-        optimizer.step(lr);
-        Ok((loss_value, grad_norm))
+        let _ = pending.zero_();
+        let totals = &mut state.glue_rs;
+        totals.loss_since_log += value;
+        totals.loss_total += value;
+        Ok(())
     }
 
     /// Trains from scratch or from a checkpoint folder; see the module docs.
     pub fn train(&mut self, resume_from: Option<&Path>) -> Result<TrainOutput> {
         self.args.validate()?;
+        self.apply_compute_args()?;
         let start = Instant::now();
         let plan = Plan::new(&self.args, self.train_data.len());
         let schedule = LrSchedule::new(
@@ -250,6 +295,9 @@ impl Trainer<'_> {
         let ga = self.args.gradient_accumulation_steps;
         let first_epoch = state.global_step / plan.updates_per_epoch;
         let mut stop = state.global_step >= plan.max_steps;
+        let device = self.model.device();
+        let sync_every_step = device == tch::Device::Cpu;
+        let mut pending_loss = Tensor::zeros([], (Kind::Double, device));
         for epoch in first_epoch..plan.num_epochs {
             if stop {
                 break;
@@ -271,13 +319,10 @@ impl Trainer<'_> {
                     }
                     Err(payload) => std::panic::resume_unwind(payload),
                 };
+                pending_loss += loss;
                 state.global_step += 1;
                 state.epoch = epoch as f64 + (u + 1) as f64 / groups.len() as f64;
-                let totals = &mut state.glue_rs;
-                totals.loss_since_log += loss;
-                totals.steps_since_log += 1;
-                totals.loss_total += loss;
-                self.reporter.on_step(&state, loss);
+                state.glue_rs.steps_since_log += 1;
 
                 let last_of_epoch = u + 1 == groups.len();
                 let last_step = state.global_step >= plan.max_steps;
@@ -286,15 +331,35 @@ impl Trainer<'_> {
                     IntervalStrategy::Steps => at.is_multiple_of(every.max(1)),
                     IntervalStrategy::Epoch => last_of_epoch || last_step,
                 };
-                if self.args.logging_steps > 0
-                    && state.global_step.is_multiple_of(self.args.logging_steps)
-                {
+                let log_due = self.args.logging_steps > 0
+                    && state.global_step.is_multiple_of(self.args.logging_steps);
+                let eval_due = due(
+                    self.args.eval_strategy,
+                    self.args.eval_interval(),
+                    state.global_step,
+                );
+                let save_due = due(
+                    self.args.save_strategy,
+                    self.args.save_steps,
+                    state.global_step,
+                );
+                // On CPU reading the loss costs nothing, so a diverged run stops at its
+                // first bad step; on CUDA it is read only when something needs it.
+                if sync_every_step || log_due || eval_due || save_due || last_step {
+                    self.flush_loss(&mut pending_loss, &mut state)?;
+                }
+                self.reporter.on_step(&state);
+
+                if log_due {
                     let totals = &mut state.glue_rs;
                     let mut entry = LogEntry::new();
                     let mean = totals.loss_since_log / totals.steps_since_log.max(1) as f64;
                     entry.insert("loss".into(), num((mean * 1e4).round() / 1e4));
                     if let Some(g) = grad_norm {
-                        entry.insert("grad_norm".into(), num(g));
+                        entry.insert(
+                            "grad_norm".into(),
+                            num(g.to_kind(tch::Kind::Double).double_value(&[])),
+                        );
                     }
                     // HF logs the scheduler's last lr, i.e. the one the next update will use.
                     entry.insert(
@@ -309,11 +374,7 @@ impl Trainer<'_> {
                     state.log_history.push(entry);
                 }
                 let mut improved = false;
-                if due(
-                    self.args.eval_strategy,
-                    self.args.eval_interval(),
-                    state.global_step,
-                ) {
+                if eval_due {
                     let metrics = self.evaluate()?;
                     let mut entry: LogEntry =
                         metrics.iter().map(|(k, v)| (k.clone(), num(*v))).collect();
@@ -341,11 +402,7 @@ impl Trainer<'_> {
                         }
                     }
                 }
-                if due(
-                    self.args.save_strategy,
-                    self.args.save_steps,
-                    state.global_step,
-                ) {
+                if save_due {
                     if improved {
                         state.best_model_checkpoint = Some(
                             checkpoint::checkpoint_dir(&self.args.output_dir, state.global_step)

@@ -1,0 +1,148 @@
+// The few libtorch entry points tch 0.24 does not generate, behind a C ABI.
+// Every function catches C++ exceptions and returns them as a malloc'ed message
+// (nullptr on success), so no exception ever crosses into Rust.
+#include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
+#include <ATen/Context.h>
+#include <torch/headeronly/version.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+
+char* error_message(const char* what) {
+  char* out = static_cast<char*>(std::malloc(std::strlen(what) + 1));
+  if (out != nullptr) {
+    std::strcpy(out, what);
+  }
+  return out;
+}
+
+template <typename F>
+char* guarded(F&& f) {
+  try {
+    f();
+    return nullptr;
+  } catch (const c10::Error& e) {
+    return error_message(e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    return error_message(e.what());
+  } catch (...) {
+    return error_message("unknown C++ exception");
+  }
+}
+
+std::vector<at::Tensor> tensors(at::Tensor** ptrs, size_t n) {
+  std::vector<at::Tensor> out;
+  out.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    out.push_back(*ptrs[i]);
+  }
+  return out;
+}
+
+at::DeviceType device_type(int device) {
+  return device == 1 ? at::kCUDA : at::kCPU;
+}
+
+}  // namespace
+
+extern "C" {
+
+void glue_shim_free(char* message) { std::free(message); }
+
+const char* glue_shim_torch_version() { return TORCH_VERSION; }
+
+// torch/optim/adamw.py `_fused_adamw` for one parameter group: ATen's fused kernel
+// (one pass over param, grad, exp_avg, exp_avg_sq per tensor). `steps` hold the
+// step count *after* this update, as torch increments them before the call.
+char* glue_shim_fused_adamw(at::Tensor** params, at::Tensor** grads,
+                            at::Tensor** exp_avgs, at::Tensor** exp_avg_sqs,
+                            at::Tensor** steps, size_t n, double lr, double beta1,
+                            double beta2, double weight_decay, double eps) {
+  return guarded([&] {
+    at::_fused_adamw_(tensors(params, n), tensors(grads, n), tensors(exp_avgs, n),
+                      tensors(exp_avg_sqs, n), {}, tensors(steps, n), lr, beta1,
+                      beta2, weight_decay, eps, /*amsgrad=*/false,
+                      /*maximize=*/false);
+  });
+}
+
+// torch.nn.utils.clip_grad_norm_ (foreach path): total L2 norm of all gradients into
+// `total` (a 0-dim tensor), gradients scaled by min(1, max_norm / (total + 1e-6)).
+char* glue_shim_clip_grad_norm(at::Tensor** grads, size_t n, double max_norm,
+                               at::Tensor* total) {
+  return guarded([&] {
+    auto list = tensors(grads, n);
+    auto norms = at::_foreach_norm(list, 2);
+    auto norm = at::linalg_vector_norm(at::stack(norms), 2);
+    auto coef = at::clamp_max(max_norm / (norm + 1e-6), 1.0);
+    at::_foreach_mul_(list, coef);
+    total->copy_(norm);
+  });
+}
+
+// Sets every tensor to zero in one call (torch._foreach_zero_).
+char* glue_shim_zero(at::Tensor** list, size_t n) {
+  return guarded([&] { at::_foreach_zero_(tensors(list, n)); });
+}
+
+// optimizer.zero_grad(set_to_none=True), torch's default: the next backward writes
+// fresh gradients instead of adding into zeroed ones.
+char* glue_shim_set_grads_to_none(at::Tensor** params, size_t n) {
+  return guarded([&] {
+    for (size_t i = 0; i < n; ++i) {
+      params[i]->mutable_grad().reset();
+    }
+  });
+}
+
+// torch.autocast(device, dtype) entry and exit; the state is thread-local, as in
+// Python. `dtype` is a c10::ScalarType code (15 = BFloat16, 5 = Half).
+char* glue_shim_autocast_enter(int device, int dtype, int* was_enabled,
+                               int* was_dtype) {
+  return guarded([&] {
+    auto type = device_type(device);
+    *was_enabled = at::autocast::is_autocast_enabled(type) ? 1 : 0;
+    *was_dtype = static_cast<int>(at::autocast::get_autocast_dtype(type));
+    at::autocast::set_autocast_dtype(type, static_cast<at::ScalarType>(dtype));
+    at::autocast::set_autocast_enabled(type, true);
+    at::autocast::increment_nesting();
+  });
+}
+
+char* glue_shim_autocast_exit(int device, int was_enabled, int was_dtype) {
+  return guarded([&] {
+    auto type = device_type(device);
+    // As torch.autocast.__exit__: the weight-cast cache lives until the outermost exit.
+    if (at::autocast::decrement_nesting() == 0) {
+      at::autocast::clear_cache();
+    }
+    at::autocast::set_autocast_enabled(type, was_enabled != 0);
+    at::autocast::set_autocast_dtype(type, static_cast<at::ScalarType>(was_dtype));
+  });
+}
+
+int glue_shim_autocast_enabled(int device) {
+  return at::autocast::is_autocast_enabled(device_type(device)) ? 1 : 0;
+}
+
+// torch.use_deterministic_algorithms(mode) plus cuDNN's own switches, as HF's
+// `enable_full_determinism` sets them.
+char* glue_shim_set_deterministic(int enabled) {
+  return guarded([&] {
+    auto& ctx = at::globalContext();
+    ctx.setDeterministicAlgorithms(enabled != 0, /*warn_only=*/false);
+    ctx.setDeterministicCuDNN(enabled != 0);
+    ctx.setBenchmarkCuDNN(false);
+  });
+}
+
+int glue_shim_deterministic() {
+  return at::globalContext().deterministicAlgorithms() ? 1 : 0;
+}
+
+}  // extern "C"

@@ -1,0 +1,186 @@
+//! The C ABI of cpp/shim.cpp and the one file with `unsafe` in this crate.
+
+use std::ffi::{c_char, c_int, CStr};
+
+use tch::Tensor;
+
+use crate::TorchError;
+
+type AtTensor = torch_sys::C_tensor;
+
+extern "C" {
+    fn glue_shim_free(message: *mut c_char);
+    fn glue_shim_torch_version() -> *const c_char;
+    fn glue_shim_fused_adamw(
+        params: *const *mut AtTensor,
+        grads: *const *mut AtTensor,
+        exp_avgs: *const *mut AtTensor,
+        exp_avg_sqs: *const *mut AtTensor,
+        steps: *const *mut AtTensor,
+        n: usize,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        weight_decay: f64,
+        eps: f64,
+    ) -> *mut c_char;
+    fn glue_shim_clip_grad_norm(
+        grads: *const *mut AtTensor,
+        n: usize,
+        max_norm: f64,
+        total: *mut AtTensor,
+    ) -> *mut c_char;
+    fn glue_shim_zero(list: *const *mut AtTensor, n: usize) -> *mut c_char;
+    fn glue_shim_set_grads_to_none(params: *const *mut AtTensor, n: usize) -> *mut c_char;
+    fn glue_shim_autocast_enter(
+        device: c_int,
+        dtype: c_int,
+        was_enabled: *mut c_int,
+        was_dtype: *mut c_int,
+    ) -> *mut c_char;
+    fn glue_shim_autocast_exit(device: c_int, was_enabled: c_int, was_dtype: c_int) -> *mut c_char;
+    fn glue_shim_autocast_enabled(device: c_int) -> c_int;
+    fn glue_shim_set_deterministic(enabled: c_int) -> *mut c_char;
+    fn glue_shim_deterministic() -> c_int;
+}
+
+/// Turns the shim's error convention (null, or a malloc'ed message) into a Result.
+fn check(message: *mut c_char) -> Result<(), TorchError> {
+    if message.is_null() {
+        return Ok(());
+    }
+    // SAFETY: a non-null return is a NUL-terminated string from malloc that we own.
+    let text = unsafe { CStr::from_ptr(message) }
+        .to_string_lossy()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    // SAFETY: freed once, with the allocator that made it.
+    unsafe { glue_shim_free(message) };
+    Err(TorchError(text))
+}
+
+/// tch's tensor handles are `at::Tensor*`; the C++ side only reads the handles and
+/// changes the tensors' data, which tch allows through `&Tensor` too.
+fn handles(list: &[&Tensor]) -> Vec<*mut AtTensor> {
+    list.iter().map(|t| t.as_ptr() as *mut AtTensor).collect()
+}
+
+pub fn torch_version() -> &'static str {
+    // SAFETY: a static NUL-terminated string literal in the shim.
+    unsafe { CStr::from_ptr(glue_shim_torch_version()) }
+        .to_str()
+        .unwrap_or("unknown")
+}
+
+pub struct AdamWLists<'a> {
+    pub params: &'a [&'a Tensor],
+    pub grads: &'a [&'a Tensor],
+    pub exp_avgs: &'a [&'a Tensor],
+    pub exp_avg_sqs: &'a [&'a Tensor],
+    pub steps: &'a [&'a Tensor],
+}
+
+pub fn fused_adamw(
+    lists: &AdamWLists<'_>,
+    lr: f64,
+    beta1: f64,
+    beta2: f64,
+    weight_decay: f64,
+    eps: f64,
+) -> Result<(), TorchError> {
+    let n = lists.params.len();
+    for (name, len) in [
+        ("grads", lists.grads.len()),
+        ("exp_avgs", lists.exp_avgs.len()),
+        ("exp_avg_sqs", lists.exp_avg_sqs.len()),
+        ("steps", lists.steps.len()),
+    ] {
+        if len != n {
+            return Err(TorchError(format!(
+                "fused AdamW: {n} parameters but {len} {name}"
+            )));
+        }
+    }
+    let (p, g, m, v, s) = (
+        handles(lists.params),
+        handles(lists.grads),
+        handles(lists.exp_avgs),
+        handles(lists.exp_avg_sqs),
+        handles(lists.steps),
+    );
+    // SAFETY: five arrays of `n` live tensor handles, borrowed for the call.
+    check(unsafe {
+        glue_shim_fused_adamw(
+            p.as_ptr(),
+            g.as_ptr(),
+            m.as_ptr(),
+            v.as_ptr(),
+            s.as_ptr(),
+            n,
+            lr,
+            beta1,
+            beta2,
+            weight_decay,
+            eps,
+        )
+    })
+}
+
+pub fn clip_grad_norm(grads: &[&Tensor], max_norm: f64, total: &Tensor) -> Result<(), TorchError> {
+    let g = handles(grads);
+    // SAFETY: `n` live handles and one live output tensor, borrowed for the call.
+    check(unsafe {
+        glue_shim_clip_grad_norm(
+            g.as_ptr(),
+            g.len(),
+            max_norm,
+            total.as_ptr() as *mut AtTensor,
+        )
+    })
+}
+
+pub fn zero(list: &[&Tensor]) -> Result<(), TorchError> {
+    let l = handles(list);
+    // SAFETY: `n` live handles, borrowed for the call.
+    check(unsafe { glue_shim_zero(l.as_ptr(), l.len()) })
+}
+
+pub fn set_grads_to_none(params: &[&Tensor]) -> Result<(), TorchError> {
+    let p = handles(params);
+    // SAFETY: `n` live handles, borrowed for the call; only their .grad is reset.
+    check(unsafe { glue_shim_set_grads_to_none(p.as_ptr(), p.len()) })
+}
+
+/// Returns the previous (enabled, dtype) state to restore on exit.
+pub fn autocast_enter(device: c_int, dtype: c_int) -> Result<(c_int, c_int), TorchError> {
+    let (mut enabled, mut previous) = (0, 0);
+    // SAFETY: two out-parameters on our stack.
+    check(unsafe { glue_shim_autocast_enter(device, dtype, &mut enabled, &mut previous) })?;
+    Ok((enabled, previous))
+}
+
+pub fn autocast_exit(
+    device: c_int,
+    was_enabled: c_int,
+    was_dtype: c_int,
+) -> Result<(), TorchError> {
+    // SAFETY: plain values.
+    check(unsafe { glue_shim_autocast_exit(device, was_enabled, was_dtype) })
+}
+
+pub fn autocast_enabled(device: c_int) -> bool {
+    // SAFETY: plain value.
+    unsafe { glue_shim_autocast_enabled(device) != 0 }
+}
+
+pub fn set_deterministic(enabled: bool) -> Result<(), TorchError> {
+    // SAFETY: plain value.
+    check(unsafe { glue_shim_set_deterministic(c_int::from(enabled)) })
+}
+
+pub fn deterministic() -> bool {
+    // SAFETY: no arguments.
+    unsafe { glue_shim_deterministic() != 0 }
+}

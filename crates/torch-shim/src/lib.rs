@@ -1,0 +1,178 @@
+//! What tch 0.24 does not bind, taken from libtorch itself through a small C++ shim
+//! (`cpp/shim.cpp`, compiled against the headers the torch wheel ships):
+//!
+//! - [`fused_adamw`], ATen's fused AdamW kernel, as `torch.optim.AdamW(fused=True)`
+//!   (HF Trainer's default optimizer, `adamw_torch_fused`), on CPU and CUDA;
+//! - [`clip_grad_norm`] and [`zero_`], the foreach ops behind `clip_grad_norm_` and
+//!   `zero_grad`, one call for all parameters, and [`set_grads_to_none`], torch's
+//!   `zero_grad(set_to_none=True)`;
+//! - [`autocast`], as `torch.autocast(device, dtype)` on CPU and CUDA with any dtype
+//!   (tch's own `autocast` is CUDA-only and fp16);
+//! - [`set_deterministic`], as `torch.use_deterministic_algorithms`.
+//!
+//! Every call returns a [`TorchError`] instead of letting a C++ exception through.
+//!
+//! ```
+//! use tch::{Device, Kind, Tensor};
+//!
+//! # fn main() -> Result<(), torch_shim::TorchError> {
+//! let x = Tensor::ones([4, 8], (Kind::Float, Device::Cpu));
+//! let w = Tensor::ones([3, 8], (Kind::Float, Device::Cpu));
+//! // Inside, matmuls run in bfloat16 as under `torch.autocast("cpu", dtype=torch.bfloat16)`.
+//! let y = torch_shim::autocast(Device::Cpu, Kind::BFloat16, || x.linear::<Tensor>(&w, None))?;
+//! assert_eq!(y.kind(), Kind::BFloat16);
+//! assert_eq!(x.linear::<Tensor>(&w, None).kind(), Kind::Float);
+//! # Ok(())
+//! # }
+//! ```
+
+mod ffi;
+
+use tch::{Device, Kind, Tensor};
+
+/// An error raised inside libtorch, first line of its message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("libtorch: {0}")]
+pub struct TorchError(pub String);
+
+pub type Result<T> = std::result::Result<T, TorchError>;
+
+/// The libtorch version this crate was compiled against (`TORCH_VERSION`).
+pub fn torch_version() -> &'static str {
+    ffi::torch_version()
+}
+
+/// Hyperparameters of one AdamW update of one parameter group.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWHyper {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub weight_decay: f64,
+    pub eps: f64,
+}
+
+/// One AdamW update of a parameter group with ATen's fused kernel (`_fused_adamw_`):
+/// parameters, `exp_avgs` and `exp_avg_sqs` are updated in place. `steps` are
+/// float32 0-dim tensors on the parameters' device holding the step count including
+/// this update (torch increments them before the call); the kernel only reads them.
+pub fn fused_adamw(
+    params: &[&Tensor],
+    grads: &[&Tensor],
+    exp_avgs: &[&Tensor],
+    exp_avg_sqs: &[&Tensor],
+    steps: &[&Tensor],
+    hyper: AdamWHyper,
+) -> Result<()> {
+    ffi::fused_adamw(
+        &ffi::AdamWLists {
+            params,
+            grads,
+            exp_avgs,
+            exp_avg_sqs,
+            steps,
+        },
+        hyper.lr,
+        hyper.beta1,
+        hyper.beta2,
+        hyper.weight_decay,
+        hyper.eps,
+    )
+}
+
+/// `torch.nn.utils.clip_grad_norm_(params, max_norm)` over gradients: scales them in
+/// place so that their global L2 norm is at most `max_norm` and returns the norm
+/// before clipping as a 0-dim tensor on the gradients' device (no host sync).
+pub fn clip_grad_norm(grads: &[&Tensor], max_norm: f64) -> Result<Tensor> {
+    let Some(first) = grads.first() else {
+        return Ok(Tensor::zeros([], (Kind::Float, Device::Cpu)));
+    };
+    let total = Tensor::zeros([], (first.kind(), first.device()));
+    ffi::clip_grad_norm(grads, max_norm, &total)?;
+    Ok(total)
+}
+
+/// Sets every tensor to zero in one call (`torch._foreach_zero_`).
+pub fn zero_(tensors: &[&Tensor]) -> Result<()> {
+    if tensors.is_empty() {
+        return Ok(());
+    }
+    ffi::zero(tensors)
+}
+
+/// `optimizer.zero_grad(set_to_none=True)`: drops the gradients, so the next backward
+/// writes them afresh instead of accumulating into zeroed buffers.
+pub fn set_grads_to_none(params: &[&Tensor]) -> Result<()> {
+    if params.is_empty() {
+        return Ok(());
+    }
+    ffi::set_grads_to_none(params)
+}
+
+fn autocast_device(device: Device) -> Result<i32> {
+    match device {
+        Device::Cpu => Ok(0),
+        Device::Cuda(_) => Ok(1),
+        other => Err(TorchError(format!(
+            "autocast is supported on CPU and CUDA, not {other:?}"
+        ))),
+    }
+}
+
+fn scalar_type(kind: Kind) -> Result<i32> {
+    // c10/core/ScalarType.h codes.
+    match kind {
+        Kind::Half => Ok(5),
+        Kind::BFloat16 => Ok(15),
+        other => Err(TorchError(format!(
+            "autocast runs in bfloat16 or float16, not {other:?}"
+        ))),
+    }
+}
+
+/// Restores the thread's previous autocast state, also when `f` panics.
+struct AutocastGuard {
+    device: i32,
+    was_enabled: i32,
+    was_dtype: i32,
+}
+
+impl Drop for AutocastGuard {
+    fn drop(&mut self) {
+        // Exit only restores two thread-local values; it has nothing to fail on.
+        let _ = ffi::autocast_exit(self.device, self.was_enabled, self.was_dtype);
+    }
+}
+
+/// Runs `f` under `torch.autocast(device.type, dtype=kind)`: eligible ops (matmuls,
+/// linear, attention) compute in `kind`, numerically sensitive ones (softmax in
+/// losses, norms on CUDA) in fp32, the rest in their inputs' dtype. Thread-local,
+/// as in PyTorch; backward passes need no autocast of their own.
+pub fn autocast<T>(device: Device, kind: Kind, f: impl FnOnce() -> T) -> Result<T> {
+    let code = autocast_device(device)?;
+    let dtype = scalar_type(kind)?;
+    let (was_enabled, was_dtype) = ffi::autocast_enter(code, dtype)?;
+    let _guard = AutocastGuard {
+        device: code,
+        was_enabled,
+        was_dtype,
+    };
+    Ok(f())
+}
+
+/// Whether autocast is on for `device` in this thread.
+pub fn autocast_enabled(device: Device) -> bool {
+    autocast_device(device).is_ok_and(ffi::autocast_enabled)
+}
+
+/// `torch.use_deterministic_algorithms(enabled)` with cuDNN's deterministic mode and
+/// no cuDNN benchmarking, as HF's `enable_full_determinism` sets them. Ops without a
+/// deterministic implementation then raise instead of running.
+pub fn set_deterministic(enabled: bool) -> Result<()> {
+    ffi::set_deterministic(enabled)
+}
+
+/// Whether `set_deterministic(true)` is in effect.
+pub fn deterministic() -> bool {
+    ffi::deterministic()
+}
