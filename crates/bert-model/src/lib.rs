@@ -22,6 +22,7 @@
 
 mod config;
 mod device;
+mod dropout;
 mod error;
 pub mod hub;
 mod model;

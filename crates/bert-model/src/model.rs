@@ -2,9 +2,10 @@
 //! Parameter paths equal HF's state-dict keys, so one save is loadable by both.
 
 use tch::nn::{self, Init};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::config::{BertConfig, HiddenAct};
+use crate::dropout::dropout;
 
 /// fp32 master weights always; `Bf16` runs the forward under libtorch's own
 /// `torch.autocast(device, dtype=torch.bfloat16)`, as HF Trainer's `bf16=True` does:
@@ -61,17 +62,27 @@ fn apply_layer_norm(x: &Tensor, ln: &nn::LayerNorm, eps: f64) -> Tensor {
 /// Where the tokens the padding-free encoder computes sit in a `[batch, seq]` batch:
 /// every real token, plus column 0 of each row (the pooler reads it, HF computes it
 /// even when it is padding), so the outputs equal the padded layout's for any mask.
+/// On CUDA the row count is rounded up with dummy rows (computed, then dropped): the
+/// GEMMs then see a few shapes instead of a new one nearly every batch, and each new
+/// shape costs kernel selection and loading on first use (bf16 warm-up on an H200:
+/// ~17 s over the first 150 steps without this).
 struct Packing {
-    /// Flat positions `row * seq + col`, row-major: `[total]`.
+    /// Flat positions `row * seq + col`, row-major: `[real]`.
     index: Tensor,
     /// Position of each row's column 0 in the packed order: `[batch]`.
     first: Tensor,
     batch: i64,
     seq: i64,
+    /// Rows that are tokens, and rows computed (tokens, then dummies).
+    real: i64,
+    rows: i64,
 }
 
+/// Dummy-row rounding of the packed row count on CUDA (1 = none).
+const CUDA_ROW_MULTIPLE: i64 = 64;
+
 impl Packing {
-    fn from_mask(attention_mask: &Tensor) -> Packing {
+    fn from_mask(attention_mask: &Tensor, row_multiple: Option<i64>) -> Packing {
         let (batch, seq) = attention_mask
             .size2()
             .expect("attention_mask is [batch, seq]");
@@ -81,24 +92,43 @@ impl Packing {
             .unsqueeze(0);
         let keep = attention_mask.ne(0).logical_or(&first_column);
         let per_row = keep.sum_dim_intlist(1, false, Kind::Int64);
+        let index = keep.flatten(0, -1).nonzero().squeeze_dim(1);
+        let real = index.size()[0];
+        let multiple = row_multiple.unwrap_or(if device.is_cuda() {
+            CUDA_ROW_MULTIPLE
+        } else {
+            1
+        });
         Packing {
-            index: keep.flatten(0, -1).nonzero().squeeze_dim(1),
+            index,
             first: per_row.cumsum(0, Kind::Int64) - &per_row,
             batch,
             seq,
+            real,
+            rows: (real + multiple - 1) / multiple * multiple,
         }
     }
 
-    /// `[total, ...]` -> `[batch * seq, ...]`, zeros where nothing was computed.
+    /// `[rows, ...]` -> `[batch * seq, ...]`, zeros where nothing was computed.
     fn pad(&self, x: &Tensor) -> Tensor {
         let mut shape = x.size();
         shape[0] = self.batch * self.seq;
-        Tensor::zeros(&shape, (x.kind(), x.device())).index_copy(0, &self.index, x)
+        Tensor::zeros(&shape, (x.kind(), x.device())).index_copy(
+            0,
+            &self.index,
+            &x.narrow(0, 0, self.real),
+        )
     }
 
-    /// `[batch * seq, ...]` -> `[total, ...]`.
+    /// `[batch * seq, ...]` -> `[rows, ...]` (dummy rows are zeros).
     fn unpad(&self, x: &Tensor) -> Tensor {
-        x.index_select(0, &self.index)
+        let tokens = x.index_select(0, &self.index);
+        if self.rows == self.real {
+            return tokens;
+        }
+        let mut shape = tokens.size();
+        shape[0] = self.rows - self.real;
+        Tensor::cat(&[tokens, Tensor::zeros(&shape, (x.kind(), x.device()))], 0)
     }
 }
 
@@ -160,7 +190,11 @@ impl Embeddings {
         let sum = input_ids.apply(&self.word)
             + token_type_ids.apply(&self.token_type)
             + position_ids.apply(&self.position);
-        apply_layer_norm(&sum, &self.layer_norm, self.eps).dropout(self.dropout, train)
+        dropout(
+            &apply_layer_norm(&sum, &self.layer_norm, self.eps),
+            self.dropout,
+            train,
+        )
     }
 }
 
@@ -225,24 +259,26 @@ impl Attention {
         let q = heads(apply_linear(hidden, &self.query));
         let k = heads(apply_linear(hidden, &self.key));
         let v = heads(apply_linear(hidden, &self.value));
-        let dropout = if train { self.attention_dropout } else { 0.0 };
-        let context = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            Some(mask),
-            dropout,
-            false,
-            None,
-            false,
-        )
+        let p = if train { self.attention_dropout } else { 0.0 };
+        let context = if p > 0.0 && q.device() == Device::Cpu && q.kind() == Kind::Float {
+            // What SDPA's math path does on CPU when dropout is on, written out so the
+            // probabilities get our CPU dropout (see dropout.rs).
+            let scores = q.matmul(&k.transpose(-2, -1)) * (self.head_dim as f64).powf(-0.5) + mask;
+            dropout(&scores.softmax(-1, Kind::Float), p, train).matmul(&v)
+        } else {
+            Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), p, false, None, false)
+        }
         .transpose(1, 2)
         .contiguous();
         let context = match packing {
             Some(p) => p.unpad(&context.view([b * s, h])),
             None => context.view([b, s, h]),
         };
-        let out = apply_linear(&context, &self.output).dropout(self.hidden_dropout, train);
+        let out = dropout(
+            &apply_linear(&context, &self.output),
+            self.hidden_dropout,
+            train,
+        );
         apply_layer_norm(&(out + hidden), &self.layer_norm, self.eps)
     }
 }
@@ -287,7 +323,7 @@ impl FeedForward {
             HiddenAct::GeluNew => y.gelu("tanh"),
             HiddenAct::Relu => y.relu(),
         };
-        let y = apply_linear(&y, &self.output).dropout(self.dropout, train);
+        let y = dropout(&apply_linear(&y, &self.output), self.dropout, train);
         apply_layer_norm(&(y + x), &self.layer_norm, self.eps)
     }
 }
@@ -314,6 +350,8 @@ pub struct BertModel {
     pooler: nn::Linear,
     precision: Precision,
     layout: Layout,
+    /// Packed-row rounding; `None`: the device's default (64 on CUDA, none on CPU).
+    row_multiple: Option<i64>,
 }
 
 impl BertModel {
@@ -339,6 +377,7 @@ impl BertModel {
             ),
             precision: Precision::Fp32,
             layout: Layout::default(),
+            row_multiple: None,
         }
     }
 
@@ -356,6 +395,13 @@ impl BertModel {
 
     pub fn layout(&self) -> Layout {
         self.layout
+    }
+
+    /// Forces the padding-free layout's row rounding (tests use it to run the CUDA
+    /// rule on CPU).
+    #[doc(hidden)]
+    pub fn set_packed_row_multiple(&mut self, multiple: Option<i64>) {
+        self.row_multiple = multiple;
     }
 
     /// `input_ids`, `token_type_ids`, `attention_mask`: int64 `[batch, seq]`, mask 1 = token.
@@ -425,10 +471,14 @@ impl BertModel {
         attention_mask: &Tensor,
         train: bool,
     ) -> BertOutput {
-        let packing = Packing::from_mask(attention_mask);
+        let packing = Packing::from_mask(attention_mask, self.row_multiple);
         let mask = Self::additive_mask(attention_mask);
         let gather = |t: &Tensor| packing.unpad(&t.flatten(0, -1));
-        let positions = packing.index.remainder(packing.seq);
+        let positions = gather(&Tensor::arange(
+            packing.batch * packing.seq,
+            (Kind::Int64, input_ids.device()),
+        ))
+        .remainder(packing.seq);
         let mut hidden = self.embeddings.forward(
             &gather(input_ids),
             &gather(token_type_ids),
@@ -502,7 +552,7 @@ impl SequenceClassifier {
                 .bert
                 .forward(input_ids, token_type_ids, attention_mask, train);
             let logits = apply_linear(
-                &out.pooled_output.dropout(self.dropout, train),
+                &dropout(&out.pooled_output, self.dropout, train),
                 &self.classifier,
             );
             (out, logits)
