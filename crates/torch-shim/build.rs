@@ -27,4 +27,8 @@ fn main() {
     println!("cargo:rustc-link-lib=dylib=c10");
     // Absolute, beside the workspace's relative rpaths: doctests run from a temp folder.
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+    // For direct dependents' build scripts (DEP_GLUE_RS_TORCH_SHIM_LIBTORCH_LIB): the
+    // libtorch this build links, resolved, so an installed binary can find it.
+    let resolved = lib.canonicalize().unwrap_or(lib.clone());
+    println!("cargo:libtorch_lib={}", resolved.display());
 }

@@ -1,4 +1,4 @@
-//! `glue-cli`: look at GLUE data, tokenize it, and (soon) fine-tune on it.
+//! `glue-cli`: look at GLUE data, tokenize it, fine-tune on it, evaluate and predict.
 //! Thin by design: flags are parsed here, the work is done by the library crates.
 
 mod data_cmds;
@@ -62,8 +62,38 @@ fn keep_freed_memory() {
     }
 }
 
+/// `--version`: what this binary is and what it runs on.
+fn print_version() {
+    println!("glue-cli {}", env!("CARGO_PKG_VERSION"));
+    println!(
+        "libtorch {} (built against {})",
+        torch_shim::torch_version(),
+        env!("GLUE_CLI_LIBTORCH_LIB")
+    );
+    let cuda = match bert_model::select_device(bert_model::DeviceChoice::Auto) {
+        Ok((tch::Device::Cuda(_), _)) => format!("{} CUDA device(s)", tch::Cuda::device_count()),
+        _ => "no CUDA device".to_string(),
+    };
+    println!(
+        "devices: cpu ({} threads{}), {cuda}",
+        tch::get_num_threads(),
+        if bert_model::cpu_has_bf16() {
+            ", bf16 in hardware"
+        } else {
+            ""
+        }
+    );
+}
+
 fn main() -> ExitCode {
     keep_freed_memory();
+    if std::env::args()
+        .nth(1)
+        .is_some_and(|a| a == "--version" || a == "-V")
+    {
+        print_version();
+        return ExitCode::SUCCESS;
+    }
     let cli = Cli::parse();
     // tch reports some failures by panicking; keep them to one line, no backtrace.
     std::panic::set_hook(Box::new(|_| {}));
