@@ -1,6 +1,7 @@
 //! Project chores that must work before libtorch exists: `cargo xtask setup`
 //! installs it, `cargo xtask fetch-glue` downloads the data. No tch here.
 
+mod bench;
 mod fetch;
 mod gpu_check;
 mod setup;
@@ -21,8 +22,8 @@ struct Cli {
 enum Command {
     /// Create the project venv with torch 2.11.0 (libtorch for tch) and the test model.
     Setup {
-        /// Also create .venv-ref with full torch + transformers + scikit-learn, used only to
-        /// regenerate the golden files under tests/golden (about 4 GB).
+        /// Also create .venv-ref with transformers + scikit-learn over .venv's torch: the
+        /// reference for goldens, live HF checks and benchmarks (~3 GB, CUDA libraries included).
         #[arg(long)]
         reference: bool,
     },
@@ -40,6 +41,8 @@ enum Command {
     },
     /// Build target/gpu-check/ (binary, small model, golden batches, run.sh) for a GPU machine.
     GpuCheck,
+    /// Train with glue-cli and with HF Trainer side by side (interleaved) and print one table.
+    BenchTrain(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
             from,
         } => fetch::run(&tasks, &data_dir, from.as_deref()),
         Command::GpuCheck => gpu_check::run(),
+        Command::BenchTrain(args) => bench::run(&args),
     };
     match result {
         Ok(code) => code,

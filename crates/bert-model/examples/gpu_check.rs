@@ -255,7 +255,7 @@ fn fused_adamw(dir: &Path, device: Device) -> Res<Vec<String>> {
             }
             for (p, key) in [(&w, "w"), (&b, "b")] {
                 let theirs = Tensor::from_slice(&f32s(&s[key]));
-                let rel = ((host(p) - &theirs).abs() / theirs.abs().clamp_min(1e-6))
+                let rel = ((host(p).flatten(0, -1) - &theirs).abs() / theirs.abs().clamp_min(1e-6))
                     .max()
                     .double_value(&[]);
                 worst = worst.max(rel);
@@ -308,10 +308,24 @@ fn check(dir: &Path) -> Res<()> {
         println!("(no CUDA device: the numbers below are CPU numbers)");
     }
     println!("| check | result | status |\n|---|---|---|");
+    // A failing part is reported as a row; the others still run.
+    std::panic::set_hook(Box::new(|_| {}));
     for part in [parity, fused_adamw, deterministic_step] {
-        match part(dir, device) {
-            Ok(rows) => rows.iter().for_each(|r| println!("{r}")),
-            Err(e) => println!("| (check failed to run) | {e} | FAIL |"),
+        match std::panic::catch_unwind(|| part(dir, device)) {
+            Ok(Ok(rows)) => rows.iter().for_each(|r| println!("{r}")),
+            Ok(Err(e)) => println!("| (check failed to run) | {e} | FAIL |"),
+            Err(panic) => {
+                let text = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                let first = text.lines().next().unwrap_or("panic").chars().take(300);
+                println!(
+                    "| (check panicked) | {} | FAIL |",
+                    first.collect::<String>()
+                );
+            }
         }
     }
     Ok(())
