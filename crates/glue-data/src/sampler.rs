@@ -42,9 +42,10 @@ pub fn shuffled_indices(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
     order
 }
 
-/// HF `LengthGroupedSampler`: shuffle, cut into megabatches of 50 batches, sort each
-/// megabatch by length (longest first), and put the longest example first so an
-/// out-of-memory error shows on the first step rather than hours in.
+/// HF `LengthGroupedSampler`: shuffle, cut into megabatches of
+/// `min(n / (4 * batch_size), 50)` batches (at least one), sort each megabatch by
+/// length (longest first), and put the longest example first so an out-of-memory
+/// error shows on the first step rather than hours in.
 pub fn length_grouped_indices(
     lengths: &[usize],
     batch_size: usize,
@@ -52,7 +53,8 @@ pub fn length_grouped_indices(
     epoch: u64,
 ) -> Vec<usize> {
     let order = shuffled_indices(lengths.len(), seed, epoch);
-    let megabatch = (batch_size.max(1) * 50).max(1);
+    let batch_size = batch_size.max(1);
+    let megabatch = (lengths.len() / (batch_size * 4)).clamp(1, 50) * batch_size;
     let mut megabatches: Vec<Vec<usize>> = order
         .chunks(megabatch)
         .map(|chunk| {

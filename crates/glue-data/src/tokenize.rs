@@ -169,6 +169,7 @@ impl Preprocessor {
 
     /// Model inputs of one example, always through the full `tokenizers` pipeline.
     pub fn encode_features_full(&self, texts: &[String]) -> Result<Features> {
+        let texts = as_transformers_reads(texts);
         let Some(layout) = self.layout else {
             return self.encode_texts(texts).map(|e| Features::from(&e));
         };
@@ -189,6 +190,7 @@ impl Preprocessor {
 
     /// Model inputs of one example: the fast path when it applies, else the full pipeline.
     pub fn encode_features(&self, texts: &[String]) -> Result<Features> {
+        let texts = as_transformers_reads(texts);
         if let (Some(layout), Some(fast)) = (self.layout, &self.fast) {
             if let Some((a, b)) = fast.encode(texts) {
                 return Ok(layout.assemble(a, b, self.max_seq_length));
@@ -219,6 +221,7 @@ impl Preprocessor {
     /// The `tokenizers` encoding of one or two texts; truncated by `tokenizers` itself
     /// only for non-BERT layouts (use `encode_features` for model inputs).
     pub fn encode_texts(&self, texts: &[String]) -> Result<Encoding> {
+        let texts = as_transformers_reads(texts);
         check_texts(texts)?;
         let input: EncodeInput = match texts {
             [a] => a.as_str().into(),
@@ -254,5 +257,15 @@ impl Preprocessor {
             labels: split.examples.iter().map(|e| e.label).collect(),
             idx: split.examples.iter().map(|e| e.idx).collect(),
         })
+    }
+}
+
+/// transformers tests the second text for truth (`if text_pair:`), so an empty second
+/// text means a single-text input: `("a", "")` is `[CLS] a [SEP]`, while `("a", " ")`
+/// is a pair, `[CLS] a [SEP] [SEP]`.
+fn as_transformers_reads(texts: &[String]) -> &[String] {
+    match texts {
+        [_, second] if second.is_empty() => &texts[..1],
+        _ => texts,
     }
 }

@@ -151,6 +151,25 @@ pub fn regression(metrics: &[Metric], predictions: &[f64], references: &[f64]) -
     Ok(Scores::from_values(values))
 }
 
+/// [`regression`], except that a metric undefined on these values (constant
+/// predictions, say) is NaN, as scipy returns it and HF's Trainer logs it and goes on,
+/// instead of an error. Other errors (lengths, non-finite values) stay errors.
+pub fn regression_nan_if_undefined(
+    metrics: &[Metric],
+    predictions: &[f64],
+    references: &[f64],
+) -> Result<Scores> {
+    let values = metrics
+        .iter()
+        .map(|&m| match regression(&[m], predictions, references) {
+            Ok(scores) => Ok((m, scores.get(m.name()).unwrap_or(f64::NAN))),
+            Err(MetricError::Undefined { .. }) => Ok((m, f64::NAN)),
+            Err(e) => Err(e),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Scores::from_values(values))
+}
+
 /// `sklearn.metrics.accuracy_score`.
 pub fn accuracy(predictions: &[i64], references: &[i64]) -> Result<f64> {
     check_lengths(predictions.len(), references.len())?;

@@ -131,7 +131,7 @@ pub struct TrainingArgs {
     pub save_total_limit: Option<usize>,
     #[serde(default)]
     pub load_best_model_at_end: bool,
-    /// Default: the task's main metric (accuracy, matthews_correlation, pearson...).
+    /// As HF: `loss` when `load_best_model_at_end`, else no best-model tracking.
     #[serde(default)]
     pub metric_for_best_model: Option<String>,
     /// Default: true for metrics, false for `loss`.
@@ -184,6 +184,55 @@ impl TrainingArgs {
                 self.learning_rate
             ));
         }
+        // What torch.optim.AdamW and clip_grad_norm_ would reject, said before training.
+        for (flag, value, ok, rule) in [
+            (
+                "--adam-beta1",
+                self.adam_beta1,
+                (0.0..1.0).contains(&self.adam_beta1),
+                "in [0, 1)",
+            ),
+            (
+                "--adam-beta2",
+                self.adam_beta2,
+                (0.0..1.0).contains(&self.adam_beta2),
+                "in [0, 1)",
+            ),
+            (
+                "--adam-epsilon",
+                self.adam_epsilon,
+                self.adam_epsilon >= 0.0 && self.adam_epsilon.is_finite(),
+                "a finite number >= 0",
+            ),
+            (
+                "--weight-decay",
+                self.weight_decay,
+                self.weight_decay >= 0.0 && self.weight_decay.is_finite(),
+                "a finite number >= 0",
+            ),
+            (
+                "--max-grad-norm",
+                self.max_grad_norm,
+                self.max_grad_norm.is_finite(),
+                "finite (0 or less: no clipping)",
+            ),
+            (
+                "--num-train-epochs",
+                self.num_train_epochs,
+                self.num_train_epochs.is_finite(),
+                "finite",
+            ),
+        ] {
+            if !ok {
+                return bad(format!("{flag} must be {rule}, got {value}"));
+            }
+        }
+        if self.pad_to_multiple_of == Some(0) {
+            return bad("--pad-to-multiple-of must be at least 1 (or left out)".into());
+        }
+        if self.early_stopping_patience == Some(0) {
+            return bad("--early-stopping-patience must be at least 1 evaluation".into());
+        }
         if self.max_steps == 0 && self.num_train_epochs <= 0.0 {
             return bad("give --num-train-epochs > 0 or --max-steps > 0".into());
         }
@@ -225,6 +274,16 @@ impl TrainingArgs {
         }
         if self.early_stopping_patience.is_some() && self.eval_strategy == IntervalStrategy::No {
             return bad("--early-stopping-patience needs an --eval-strategy other than no".into());
+        }
+        // HF's EarlyStoppingCallback asserts the same.
+        if self.early_stopping_patience.is_some()
+            && self.metric_for_best_model.is_none()
+            && !self.load_best_model_at_end
+        {
+            return bad(
+                "--early-stopping-patience needs --metric-for-best-model (or --load-best-model-at-end, which defaults it to loss)"
+                    .into(),
+            );
         }
         Ok(())
     }

@@ -47,7 +47,11 @@ pub struct CheckpointParts<'a> {
 /// Writes a complete checkpoint for `state.global_step`, returns its folder.
 pub fn save(output_dir: &Path, parts: &CheckpointParts) -> Result<PathBuf> {
     let target = checkpoint_dir(output_dir, parts.state.global_step);
-    let tmp = output_dir.join(format!(".tmp-{PREFIX}{}", parts.state.global_step));
+    let tmp = output_dir.join(format!(
+        ".tmp-{PREFIX}{}-{}",
+        parts.state.global_step,
+        std::process::id()
+    ));
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).map_err(io_error(&tmp))?;
     let written = (|| -> Result<()> {
@@ -125,14 +129,96 @@ pub fn resolve(output_dir: &Path, spec: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Keeps the newest `limit` checkpoints, and the best one whatever its age (as HF).
+/// HF `_rotate_checkpoints`: keeps exactly `limit` checkpoints, the best one among
+/// them (moved to second-to-last in age order, so the newest stays too); with a
+/// limit of 1 and a best that is not the newest, two are kept, so the run can resume.
 pub fn rotate(output_dir: &Path, limit: Option<usize>, best: Option<&Path>) {
     let Some(limit) = limit else { return };
-    let all = list(output_dir);
-    let keep_from = all.len().saturating_sub(limit.max(1));
-    for (_, path) in &all[..keep_from] {
-        if Some(path.as_path()) != best {
-            let _ = fs::remove_dir_all(path);
+    let mut all: Vec<PathBuf> = list(output_dir).into_iter().map(|(_, p)| p).collect();
+    let mut limit = limit.max(1);
+    if let Some(at) = best.and_then(|b| all.iter().position(|p| p == b)) {
+        if at + 1 < all.len() {
+            let best = all.remove(at);
+            all.insert(all.len() - 1, best);
+            if limit == 1 {
+                limit = 2;
+            }
         }
+    }
+    for path in &all[..all.len().saturating_sub(limit)] {
+        let _ = fs::remove_dir_all(path);
+    }
+}
+
+/// What a resumed run must share with the run that wrote the checkpoint for the
+/// resume to continue that run (data order, batches, optimizer trajectory). Epochs,
+/// max_steps, strategies, output folder and layout may change.
+pub fn resume_differences(checkpoint: &Path, args: &TrainingArgs) -> Result<Vec<String>> {
+    let saved: serde_json::Value = read_json(&checkpoint.join("training_args.json"))?;
+    let now = serde_json::to_value(args).expect("serializable");
+    const MUST_MATCH: &[&str] = &[
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "seed",
+        "group_by_length",
+        "max_seq_length",
+        "learning_rate",
+        "lr_scheduler_type",
+        "warmup_steps",
+        "warmup_ratio",
+        "weight_decay",
+        "optim",
+        "adam_beta1",
+        "adam_beta2",
+        "adam_epsilon",
+        "max_grad_norm",
+        "bf16",
+    ];
+    Ok(MUST_MATCH
+        .iter()
+        .filter(|k| saved.get(**k) != now.get(**k))
+        .map(|k| {
+            let show = |v: Option<&serde_json::Value>| v.map_or("unset".into(), |v| v.to_string());
+            format!("{k} {} -> {}", show(saved.get(*k)), show(now.get(*k)))
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remaining(dir: &Path) -> Vec<u64> {
+        list(dir).into_iter().map(|(step, _)| step).collect()
+    }
+
+    /// transformers `Trainer._rotate_checkpoints` / `_sorted_checkpoints`.
+    #[test]
+    fn rotation_keeps_exactly_the_limit_with_the_best_among_them() {
+        let make = |steps: &[u64]| {
+            let dir = tempfile::tempdir().unwrap();
+            for s in steps {
+                let c = checkpoint_dir(dir.path(), *s);
+                fs::create_dir_all(&c).unwrap();
+                fs::write(c.join(COMPLETE_MARKER), b"").unwrap();
+            }
+            dir
+        };
+        let dir = make(&[2, 4, 6, 8]);
+        rotate(dir.path(), Some(2), None);
+        assert_eq!(remaining(dir.path()), [6, 8]);
+        let dir = make(&[2, 4, 6, 8]);
+        rotate(dir.path(), Some(2), Some(&checkpoint_dir(dir.path(), 4)));
+        assert_eq!(remaining(dir.path()), [4, 8]);
+        let dir = make(&[2, 4, 6, 8]);
+        rotate(dir.path(), Some(3), Some(&checkpoint_dir(dir.path(), 2)));
+        assert_eq!(remaining(dir.path()), [2, 6, 8]);
+        // Limit 1 with an older best keeps two, so the run can still resume.
+        let dir = make(&[2, 4, 6, 8]);
+        rotate(dir.path(), Some(1), Some(&checkpoint_dir(dir.path(), 4)));
+        assert_eq!(remaining(dir.path()), [4, 8]);
+        let dir = make(&[2, 4, 6, 8]);
+        rotate(dir.path(), Some(1), Some(&checkpoint_dir(dir.path(), 8)));
+        assert_eq!(remaining(dir.path()), [8]);
     }
 }

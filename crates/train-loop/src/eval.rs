@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use bert_model::BertForSequenceClassification;
 use glue_data::{Batch, BatchLabels, Collator, EncodedSplit, Task};
-use glue_metrics::{classification, regression};
+use glue_metrics::{classification, regression_nan_if_undefined};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::Result;
@@ -122,7 +122,8 @@ pub fn evaluate(
             }
             Predictions::Scores(p) => {
                 let refs: Vec<f64> = split.labels.iter().map(|l| f64::from(l.as_f32())).collect();
-                regression(task.spec().metrics, p, &refs)?
+                // Constant predictions (a collapsed regressor): NaN, as HF logs it.
+                regression_nan_if_undefined(task.spec().metrics, p, &refs)?
             }
         };
         metrics.extend(scores.0);

@@ -109,23 +109,56 @@ fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
 }
 
 impl Trainer<'_> {
-    fn metric_key(&self) -> String {
-        let name = self
-            .args
-            .metric_for_best_model
-            .clone()
-            .unwrap_or_else(|| self.task.spec().main_metric().name().to_string());
-        if name.starts_with("eval_") {
+    /// HF raises when `metric_for_best_model` names no metric; so do we, before training.
+    fn check_metric_name(&self) -> Result<()> {
+        let Some(name) = &self.args.metric_for_best_model else {
+            return Ok(());
+        };
+        let spec = self.task.spec();
+        let mut known: Vec<String> = vec!["loss".into()];
+        known.extend(spec.metrics.iter().map(|m| m.name().to_string()));
+        if spec.metrics.len() > 1 {
+            known.push("combined_score".into());
+        }
+        let suffixes: Vec<&str> = self.eval_sets.iter().map(|s| s.suffix.as_str()).collect();
+        let bare = name.strip_prefix("eval_").unwrap_or(name);
+        let found = known.iter().any(|k| {
+            suffixes
+                .iter()
+                .chain(std::iter::once(&""))
+                .any(|suffix| bare == format!("{k}{suffix}"))
+        });
+        if found {
+            Ok(())
+        } else {
+            Err(TrainError::InvalidArgs(format!(
+                "--metric-for-best-model `{name}` is not a metric of {}; use one of: {}",
+                self.task,
+                known.join(", ")
+            )))
+        }
+    }
+
+    /// The metric that picks the best checkpoint, as HF's TrainingArguments resolves it:
+    /// the one named, else `loss` when the best model is loaded at the end, else none
+    /// (no best-model tracking).
+    fn metric_key(&self) -> Option<String> {
+        let name = match &self.args.metric_for_best_model {
+            Some(name) => name.clone(),
+            None if self.args.load_best_model_at_end => "loss".to_string(),
+            None => return None,
+        };
+        Some(if name.starts_with("eval_") {
             name
         } else {
             format!("eval_{name}")
-        }
+        })
     }
 
     fn greater_is_better(&self) -> bool {
         self.args
             .greater_is_better
-            .unwrap_or_else(|| !self.metric_key().ends_with("loss"))
+            .unwrap_or_else(|| !self.metric_key().is_some_and(|k| k.ends_with("loss")))
     }
 
     fn optimizer(&self) -> AdamW {
@@ -266,6 +299,7 @@ impl Trainer<'_> {
     /// Trains from scratch or from a checkpoint folder; see the module docs.
     pub fn train(&mut self, resume_from: Option<&Path>) -> Result<TrainOutput> {
         self.args.validate()?;
+        self.check_metric_name()?;
         self.apply_compute_args()?;
         let start = Instant::now();
         let plan = Plan::new(&self.args, self.train_data.len());
@@ -331,6 +365,7 @@ impl Trainer<'_> {
                     IntervalStrategy::Steps => at.is_multiple_of(every.max(1)),
                     IntervalStrategy::Epoch => last_of_epoch || last_step,
                 };
+                // HF's DefaultFlowCallback also saves at max_steps, whatever the interval.
                 let log_due = self.args.logging_steps > 0
                     && state.global_step.is_multiple_of(self.args.logging_steps);
                 let eval_due = due(
@@ -342,7 +377,7 @@ impl Trainer<'_> {
                     self.args.save_strategy,
                     self.args.save_steps,
                     state.global_step,
-                );
+                ) || (last_step && self.args.save_strategy != IntervalStrategy::No);
                 // On CPU reading the loss costs nothing, so a diverged run stops at its
                 // first bad step; on CUDA it is read only when something needs it.
                 if sync_every_step || log_due || eval_due || save_due || last_step {
@@ -354,18 +389,16 @@ impl Trainer<'_> {
                     let totals = &mut state.glue_rs;
                     let mut entry = LogEntry::new();
                     let mean = totals.loss_since_log / totals.steps_since_log.max(1) as f64;
-                    entry.insert("loss".into(), num((mean * 1e4).round() / 1e4));
+                    // transformers 5.x logs the mean unrounded (4.x rounded it to 4 places).
+                    entry.insert("loss".into(), num(mean));
                     if let Some(g) = grad_norm {
                         entry.insert(
                             "grad_norm".into(),
                             num(g.to_kind(tch::Kind::Double).double_value(&[])),
                         );
                     }
-                    // HF logs the scheduler's last lr, i.e. the one the next update will use.
-                    entry.insert(
-                        "learning_rate".into(),
-                        num(schedule.lr(self.args.learning_rate, state.global_step)),
-                    );
+                    // transformers 5.x logs the rate the update just taken used.
+                    entry.insert("learning_rate".into(), num(lr));
                     entry.insert("epoch".into(), num(state.epoch));
                     entry.insert("step".into(), Value::from(state.global_step));
                     totals.loss_since_log = 0.0;
@@ -382,7 +415,7 @@ impl Trainer<'_> {
                     entry.insert("step".into(), Value::from(state.global_step));
                     self.reporter.on_log(&entry);
                     state.log_history.push(entry);
-                    if let Some(&value) = metrics.get(&metric_key) {
+                    if let Some(&value) = metric_key.as_ref().and_then(|k| metrics.get(k)) {
                         improved = match state.best_metric {
                             None => true,
                             Some(best) => {
