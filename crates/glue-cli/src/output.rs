@@ -36,13 +36,12 @@ pub fn write_atomically(
         file.sync_all()?;
         Ok(())
     })();
-    match result {
-        Ok(()) => {
-            fs::rename(&tmp, path).with_context(|| format!("cannot rename to {}", path.display()))
-        }
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            Err(e)
-        }
+    // A failed rename (the target is a folder, say) must not leave the temp file.
+    let result = result.and_then(|()| {
+        fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+    });
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
     }
+    result
 }

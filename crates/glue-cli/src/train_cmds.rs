@@ -22,7 +22,7 @@ use crate::DataArgs;
 pub struct TrainingFlags {
     #[arg(long)]
     output_dir: Option<PathBuf>,
-    #[arg(long)]
+    #[arg(long, value_parser = finite_f64)]
     num_train_epochs: Option<f64>,
     #[arg(long)]
     max_steps: Option<u64>,
@@ -30,17 +30,17 @@ pub struct TrainingFlags {
     per_device_train_batch_size: Option<usize>,
     #[arg(long)]
     per_device_eval_batch_size: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = finite_f64)]
     learning_rate: Option<f64>,
-    #[arg(long)]
+    #[arg(long, value_parser = finite_f64)]
     weight_decay: Option<f64>,
-    #[arg(long)]
+    #[arg(long, value_parser = finite_f64)]
     adam_beta1: Option<f64>,
-    #[arg(long)]
+    #[arg(long, value_parser = finite_f64)]
     adam_beta2: Option<f64>,
-    #[arg(long)]
+    #[arg(long, value_parser = finite_f64)]
     adam_epsilon: Option<f64>,
-    #[arg(long)]
+    #[arg(long, value_parser = finite_f64)]
     max_grad_norm: Option<f64>,
     /// adamw_torch_fused (default, as HF) or adamw_torch (single-tensor)
     #[arg(long)]
@@ -50,7 +50,7 @@ pub struct TrainingFlags {
     lr_scheduler_type: Option<String>,
     #[arg(long)]
     warmup_steps: Option<u64>,
-    #[arg(long)]
+    #[arg(long, value_parser = finite_f64)]
     warmup_ratio: Option<f64>,
     #[arg(long)]
     gradient_accumulation_steps: Option<usize>,
@@ -95,6 +95,16 @@ pub struct TrainingFlags {
     full_determinism: Option<bool>,
 }
 
+/// Float flags must be numbers: NaN and inf would otherwise vanish in the flag merge
+/// (JSON has no NaN) and silently become the defaults.
+fn finite_f64(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        Ok(v) => Err(format!("{v} is not a finite number")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 #[derive(Args)]
 pub struct RunArgs {
     #[command(flatten)]
@@ -111,6 +121,10 @@ pub struct RunArgs {
     /// A checkpoint folder, or `latest` (the newest complete one in --output-dir).
     #[arg(long, num_args = 0..=1, default_missing_value = "latest")]
     resume_from_checkpoint: Option<String>,
+    /// Resume even though batch size, seed, learning rate or other arguments that
+    /// shape the run differ from the checkpoint's (the run is then not a continuation).
+    #[arg(long)]
+    resume_with_changed_args: bool,
     #[command(flatten)]
     training: TrainingFlags,
 }
@@ -134,8 +148,8 @@ pub struct InferenceArgs {
     model: String,
     #[arg(long, default_value = "auto")]
     device: String,
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    batch_size: u64,
     #[arg(long, default_value_t = 128)]
     max_seq_length: usize,
     /// bfloat16 autocast, as HF `bf16_full_eval=False, bf16=True` evaluates.
@@ -202,6 +216,8 @@ fn device(choice: &str) -> Result<tch::Device> {
     Ok(device)
 }
 
+/// The model's tokenizer, checked against the model: every token id must have an
+/// embedding row, and sequences are clamped to the model's maximum, as run_glue.py does.
 fn preprocessor(
     model: &BertForSequenceClassification,
     max_seq_length: usize,
@@ -209,7 +225,27 @@ fn preprocessor(
     let dir = model.tokenizer_dir.as_ref().context(
         "the model folder has no tokenizer.json; copy the tokenizer files next to the weights",
     )?;
-    Ok(Preprocessor::from_file(dir, max_seq_length)?)
+    let limit = model.config.max_position_embeddings.max(1) as usize;
+    let max_seq_length = if max_seq_length > limit {
+        eprintln!(
+            "warning: --max-seq-length {max_seq_length} is larger than the model's maximum \
+             ({limit}, max_position_embeddings); using {limit}"
+        );
+        limit
+    } else {
+        max_seq_length
+    };
+    let pre = Preprocessor::from_file(dir, max_seq_length)?;
+    let tokens = pre.tokenizer().get_vocab_size(true);
+    let rows = model.config.vocab_size.max(0) as usize;
+    if tokens > rows {
+        bail!(
+            "the tokenizer in {} has {tokens} tokens but the model's embedding matrix has {rows} rows; \
+             use the tokenizer that came with the model",
+            dir.display()
+        );
+    }
+    Ok(pre)
 }
 
 fn encode(pre: &Preprocessor, data_dir: &Path, task: Task, split: &str) -> Result<EncodedSplit> {
@@ -234,18 +270,58 @@ fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
     })
 }
 
-/// The model files go into output_dir next to the checkpoints, each renamed into place.
+/// The model files go into output_dir next to the checkpoints, each renamed into
+/// place; if writing fails (a full disk), nothing of it is left behind.
 fn save_model_into(model: &BertForSequenceClassification, dir: &Path) -> Result<()> {
     let tmp = dir.join(format!(".tmp-model-{}", std::process::id()));
     let _ = fs::remove_dir_all(&tmp);
-    fs::create_dir_all(&tmp)?;
-    model.write_pretrained(&tmp)?;
-    for entry in fs::read_dir(&tmp)? {
-        let entry = entry?;
-        fs::rename(entry.path(), dir.join(entry.file_name()))?;
+    let written = (|| -> Result<()> {
+        fs::create_dir_all(&tmp)?;
+        model.write_pretrained(&tmp)?;
+        for entry in fs::read_dir(&tmp)? {
+            let entry = entry?;
+            fs::rename(entry.path(), dir.join(entry.file_name()))?;
+        }
+        Ok(())
+    })();
+    let _ = fs::remove_dir_all(&tmp);
+    written.with_context(|| format!("saving the model into {}", dir.display()))
+}
+
+/// A resume continues the run that wrote the checkpoint only with the arguments that
+/// shaped it; anything else is refused unless the user says it is meant.
+fn check_resume(dir: &Path, args: &TrainingArgs, task: Task, accept: bool) -> Result<()> {
+    let mut differences = checkpoint::resume_differences(dir, args)?;
+    let config: Value = serde_json::from_str(
+        &fs::read_to_string(dir.join("config.json"))
+            .with_context(|| format!("{} has no config.json", dir.display()))?,
+    )
+    .with_context(|| format!("{}/config.json is not valid JSON", dir.display()))?;
+    let saved_labels: Vec<&str> = config["id2label"]
+        .as_object()
+        .map(|m| {
+            let mut v: Vec<(usize, &str)> = m
+                .iter()
+                .filter_map(|(k, l)| Some((k.parse().ok()?, l.as_str()?)))
+                .collect();
+            v.sort();
+            v.into_iter().map(|(_, l)| l).collect()
+        })
+        .unwrap_or_default();
+    let labels = task.spec().label_names;
+    if !labels.is_empty() && saved_labels != labels {
+        differences.push(format!(
+            "task labels {saved_labels:?} -> {labels:?} (another task?)"
+        ));
     }
-    fs::remove_dir_all(&tmp)?;
-    Ok(())
+    if differences.is_empty() || accept {
+        return Ok(());
+    }
+    bail!(
+        "{} was written with other arguments: {}; resume with the same ones, or pass --resume-with-changed-args",
+        dir.display(),
+        differences.join(", ")
+    )
 }
 
 fn print_table(history: &[train_loop::LogEntry], metric_names: &[&str], suffixes: &[String]) {
@@ -319,8 +395,12 @@ pub fn run(run: &RunArgs) -> Result<()> {
         .train_split
         .with_context(|| format!("task `{task}` has no training split; train on mnli and use `glue-cli predict --task {task}`"))?;
     let args = training_args(run, task)?;
-    if let Some(spec) = &run.resume_from_checkpoint {
-        checkpoint::resolve(&args.output_dir, spec)?;
+    let resume = match &run.resume_from_checkpoint {
+        Some(spec) => Some(checkpoint::resolve(&args.output_dir, spec)?),
+        None => None,
+    };
+    if let Some(dir) = &resume {
+        check_resume(dir, &args, task, run.resume_with_changed_args)?;
     }
     // Data first: a missing file should fail before a model download.
     for split in std::iter::once(train_split).chain(spec.eval_splits.iter().copied()) {
@@ -337,11 +417,16 @@ pub fn run(run: &RunArgs) -> Result<()> {
         // As HF's enable_full_determinism; cuBLAS reads it when CUDA starts, below.
         std::env::set_var("CUBLAS_WORKSPACE_CONFIG", ":4096:8");
     }
+    // Before the model loads (a download, perhaps): one run per folder, and a folder
+    // that cannot be written fails now, not after training.
+    let _lock = train_loop::OutputLock::acquire(&args.output_dir)?;
     let device = device(&run.device)?;
     tch::manual_seed(args.seed as i64);
     let (model, report) =
         BertForSequenceClassification::from_pretrained(&run.model, Some(spec.label_names), device)?;
-    eprint!("{report}");
+    if resume.is_none() {
+        eprint!("{report}");
+    }
     if args.bf16 && device == tch::Device::Cpu && !bert_model::cpu_has_bf16() {
         eprintln!("note: this CPU has no bfloat16 instructions (AVX512-BF16 or AMX); --bf16 will be slower than fp32 here");
     }
@@ -359,12 +444,6 @@ pub fn run(run: &RunArgs) -> Result<()> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    fs::create_dir_all(&args.output_dir)
-        .with_context(|| format!("cannot create {}", args.output_dir.display()))?;
-    let resume = match &run.resume_from_checkpoint {
-        Some(spec) => Some(checkpoint::resolve(&args.output_dir, spec)?),
-        None => None,
-    };
     let mut reporter =
         CliReporter::new(args.per_device_train_batch_size * args.gradient_accumulation_steps);
     let collator = Collator::new(&pre).with_pad_to_multiple_of(args.pad_to_multiple_of);
@@ -439,8 +518,16 @@ fn load_for(
     inference: &InferenceArgs,
     device: tch::Device,
 ) -> Result<BertForSequenceClassification> {
-    let (mut model, _) =
+    let (mut model, report) =
         BertForSequenceClassification::from_pretrained(&inference.model, None, device)?;
+    // Scoring with freshly initialized weights would look like a result; refuse it.
+    if !report.newly_initialized.is_empty() {
+        bail!(
+            "{} has no weights for {}; evaluate a fine-tuned model folder (the output of `glue-cli run`)",
+            inference.model,
+            report.newly_initialized.join(", ")
+        );
+    }
     if inference.bf16 {
         model.set_precision(bert_model::Precision::Bf16)?;
     }
@@ -479,7 +566,13 @@ pub fn evaluate_cmd(args: &EvaluateArgs) -> Result<()> {
                 "split `{split}` of {task} has no labels; use `glue-cli predict` for test splits"
             );
         }
-        let out = evaluate(&model, task, &data, &collator, args.inference.batch_size)?;
+        let out = evaluate(
+            &model,
+            task,
+            &data,
+            &collator,
+            args.inference.batch_size as usize,
+        )?;
         let metrics: Map<String, Value> = out
             .metrics
             .into_iter()
@@ -539,7 +632,13 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
                 glue_data::Label::Score(_) => glue_data::Label::Score(-1.0),
             };
         }
-        let out = evaluate(&model, t, &unlabelled, &collator, args.inference.batch_size)?;
+        let out = evaluate(
+            &model,
+            t,
+            &unlabelled,
+            &collator,
+            args.inference.batch_size as usize,
+        )?;
         let path = args.output_dir.join(submission.file_name);
         write_atomically(&path, |w| {
             writeln!(w, "index\tprediction")?;

@@ -200,6 +200,24 @@ fn bad_input_is_one_line_and_exit_2() {
             ],
             "tokenizer.json",
         ),
+        (
+            // An existing folder as the output file: refused, and no temp file left.
+            vec![
+                "tokenize".into(),
+                "--task".into(),
+                "rte".into(),
+                "--split".into(),
+                "validation".into(),
+                "--all".into(),
+                "--tokenizer".into(),
+                test_model_dir().display().to_string(),
+                "--data-dir".into(),
+                mirror.display().to_string(),
+                "--output".into(),
+                tmp.path().display().to_string(),
+            ],
+            "Is a directory",
+        ),
     ];
     for (args, needle) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -210,4 +228,18 @@ fn bad_input_is_one_line_and_exit_2() {
         assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{err}");
     }
+    let parent = tmp.path().parent().unwrap();
+    let name = tmp
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    let leftovers: Vec<String> = std::fs::read_dir(parent)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|f| f.starts_with(&format!("{name}.tmp-")))
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
 }

@@ -169,6 +169,25 @@ fn resume_after_sigkill_is_bit_identical() {
     assert_eq!(losses(&a).len(), 6);
 }
 
+/// The README's reproducibility promise: same machine, threads and flags, same weights.
+#[test]
+fn the_same_run_launched_three_times_gives_identical_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs: Vec<PathBuf> = (0..3)
+        .map(|i| tmp.path().join(format!("run-{i}")))
+        .collect();
+    for dir in &runs {
+        let out = cli().args(short_run_args(dir)).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let weights: Vec<Vec<u8>> = runs
+        .iter()
+        .map(|d| fs::read(d.join("model.safetensors")).unwrap())
+        .collect();
+    assert!(weights[0] == weights[1], "launches 1 and 2 differ");
+    assert!(weights[0] == weights[2], "launches 1 and 3 differ");
+}
+
 #[test]
 fn sst2_and_stsb_report_their_metrics() {
     let tmp = tempfile::tempdir().unwrap();
@@ -326,6 +345,7 @@ fn run_errors_are_one_line_with_exit_2() {
     let mirror = mirror_dir();
     let bad_config = tmp.path().join("typo.toml");
     fs::write(&bad_config, "learning_rat = 1e-5\n").unwrap();
+    let metric_dir = tmp.path().join("metric");
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["run", "--task", "squad"], "unknown GLUE task `squad`"),
         (
@@ -386,6 +406,53 @@ fn run_errors_are_one_line_with_exit_2() {
             ],
             "no complete checkpoint",
         ),
+        // Values torch would reject mid-run, refused up front.
+        (
+            vec!["run", "--task", "mrpc", "--adam-beta1", "1.5"],
+            "--adam-beta1 must be in [0, 1), got 1.5",
+        ),
+        (
+            vec!["run", "--task", "mrpc", "--adam-epsilon=-1e-8"],
+            "--adam-epsilon must be a finite number >= 0",
+        ),
+        (
+            vec!["run", "--task", "mrpc", "--pad-to-multiple-of", "0"],
+            "--pad-to-multiple-of must be at least 1",
+        ),
+        (
+            vec!["run", "--task", "mrpc", "--early-stopping-patience", "0"],
+            "--early-stopping-patience must be at least 1",
+        ),
+        (
+            vec![
+                "run",
+                "--task",
+                "mrpc",
+                "--metric-for-best-model",
+                "acuracy",
+                "--max-steps",
+                "1",
+                "--output-dir",
+                metric_dir.to_str().unwrap(),
+                "--data-dir",
+                mirror.to_str().unwrap(),
+                "--model",
+                model.to_str().unwrap(),
+            ],
+            "`acuracy` is not a metric of mrpc; use one of: loss, accuracy, f1, combined_score",
+        ),
+        (
+            vec![
+                "evaluate",
+                "--task",
+                "mrpc",
+                "--data-dir",
+                mirror.to_str().unwrap(),
+                "--model",
+                model.to_str().unwrap(),
+            ],
+            "has no weights for classifier.bias, classifier.weight",
+        ),
     ];
     for (args, needle) in cases {
         let out = cli()
@@ -410,4 +477,125 @@ fn run_errors_are_one_line_with_exit_2() {
             "{err}"
         );
     }
+    // Float flags that are not numbers: refused by the parser (they used to turn into
+    // JSON null in the flag merge, i.e. silently into the defaults).
+    for (args, needle) in [
+        (
+            vec!["run", "--task", "mrpc", "--learning-rate", "NaN"],
+            "NaN is not a finite number",
+        ),
+        (
+            vec!["run", "--task", "mrpc", "--warmup-ratio", "inf"],
+            "inf is not a finite number",
+        ),
+        (
+            vec![
+                "evaluate",
+                "--task",
+                "mrpc",
+                "--model",
+                "m",
+                "--batch-size",
+                "0",
+            ],
+            "--batch-size",
+        ),
+    ] {
+        let out = cli().args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.lines()
+                .next()
+                .is_some_and(|l| l.starts_with("error: ") && l.contains(needle)),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+/// `args` with `flag`'s value replaced (clap refuses a flag given twice), or appended.
+fn with_flag(mut args: Vec<String>, flag: &str, value: &str) -> Vec<String> {
+    match args.iter().position(|a| a == flag) {
+        Some(at) => args[at + 1] = value.to_string(),
+        None => args.extend([flag.to_string(), value.to_string()]),
+    }
+    args
+}
+
+/// One run per output folder; a resume refuses arguments that would not continue
+/// the checkpoint's run unless told; a sequence limit above the model's is clamped.
+#[test]
+fn output_folder_lock_resume_checks_and_sequence_clamp() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("run");
+    // 4 steps, checkpoints every 3: HF also saves at max_steps, so both 3 and 4 appear.
+    let base = with_flag(
+        with_flag(
+            with_flag(short_run_args(&out_dir), "--max-steps", "4"),
+            "--save-steps",
+            "3",
+        ),
+        "--max-seq-length",
+        "600",
+    );
+    // A live process holds the folder (this test's own pid).
+    fs::create_dir_all(&out_dir).unwrap();
+    let lock = out_dir.join(".glue-rs.lock");
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    fs::write(
+        &lock,
+        format!(
+            "pid {} host {} started 0\n",
+            std::process::id(),
+            host.trim()
+        ),
+    )
+    .unwrap();
+    let out = cli().args(&base).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("is in use by another run"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !out_dir.join("checkpoint-4").exists(),
+        "trained despite the lock"
+    );
+    fs::remove_file(&lock).unwrap();
+
+    let out = cli().args(&base).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("--max-seq-length 600 is larger than the model's maximum (512"),
+        "{}",
+        text(&out)
+    );
+    assert!(!lock.exists(), "the lock outlived the run");
+    assert!(
+        complete(&out_dir, 3) && complete(&out_dir, 4),
+        "checkpoints 3 and 4"
+    );
+
+    let resume = with_flag(base, "--resume-from-checkpoint", "latest");
+    let changed = with_flag(
+        with_flag(resume, "--per-device-train-batch-size", "8"),
+        "--seed",
+        "7",
+    );
+    let out = cli().args(&changed).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = text(&out);
+    assert!(
+        err.contains("per_device_train_batch_size 4 -> 8") && err.contains("seed 42 -> 7"),
+        "{err}"
+    );
+    assert!(err.contains("--resume-with-changed-args"), "{err}");
+    let out = cli()
+        .args(&changed)
+        .arg("--resume-with-changed-args")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("newly initialized"), "{}", text(&out));
 }
