@@ -20,11 +20,12 @@ work=$(mktemp -d /tmp/glue-rs-determinism.XXXXXX)
 echo "determinism stress: $n runs of $steps steps, checkpoints every $every, $threads thread(s)," \
      "flags: ${*:-none}, MKL_CBWR=${MKL_CBWR:-unset}; in $work"
 run() {
+  local i=$1; shift
   OMP_NUM_THREADS=$threads ./target/release/glue-cli run --task mrpc --model "$model" \
     --data-dir "$data" --device cpu --max-steps "$steps" --save-strategy steps \
     --save-steps "$every" --eval-strategy no --logging-steps "$every" \
-    --output-dir "$work/run-$1" "$@" > "$work/run-$1.log" 2>&1 \
-    || { echo "run $1 failed, see $work/run-$1.log"; exit 1; }
+    --output-dir "$work/run-$i" "$@" > "$work/run-$i.log" 2>&1 \
+    || { echo "run $i failed, see $work/run-$i.log"; exit 1; }
 }
 busy() { local end=$((SECONDS + $1)); while [ $SECONDS -lt $end ]; do :; done; }
 for ((i = 0; i < n; i += 2)); do
