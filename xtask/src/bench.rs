@@ -86,6 +86,7 @@ fn read_results(dir: &Path) -> Result<Value> {
     Ok(serde_json::from_str(&text)?)
 }
 
+/// As bert_model::physical_cores (xtask builds without tch, so it keeps its own).
 fn physical_cores() -> usize {
     let info = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let mut cores = std::collections::BTreeSet::new();

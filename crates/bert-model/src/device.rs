@@ -80,3 +80,25 @@ pub fn cpu_has_bf16() -> bool {
             })
     })
 }
+
+/// Physical cores (distinct `physical id`/`core id` pairs in /proc/cpuinfo), the
+/// intra-op thread count PyTorch recommends: SMT siblings share the FMA units that
+/// GEMMs saturate, so a second thread per core only adds synchronisation.
+pub fn physical_cores() -> usize {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let mut cores = std::collections::BTreeSet::new();
+    let mut package = "";
+    for line in info.lines() {
+        let value = || line.split_once(':').map_or("", |(_, v)| v.trim());
+        if line.starts_with("physical id") {
+            package = value();
+        } else if line.starts_with("core id") {
+            cores.insert((package, value()));
+        }
+    }
+    if cores.is_empty() {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        cores.len()
+    }
+}

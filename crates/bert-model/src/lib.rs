@@ -29,7 +29,7 @@ mod model;
 mod pretrained;
 
 pub use config::{BertConfig, HiddenAct};
-pub use device::{cpu_has_bf16, select_device, DeviceChoice};
+pub use device::{cpu_has_bf16, physical_cores, select_device, DeviceChoice};
 pub use error::{BertError, Result};
 pub use model::{
     BertModel, BertOutput, Layout, Precision, SequenceClassifier, SequenceClassifierOutput,

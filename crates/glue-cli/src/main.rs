@@ -97,9 +97,17 @@ fn pin_mkl_code_path() {
     }
 }
 
+/// Intra-op threads: one per physical core unless OMP_NUM_THREADS says otherwise.
+fn set_threads() {
+    if std::env::var_os("OMP_NUM_THREADS").is_none() {
+        tch::set_num_threads(bert_model::physical_cores() as i32);
+    }
+}
+
 fn main() -> ExitCode {
     keep_freed_memory();
     pin_mkl_code_path();
+    set_threads();
     if std::env::args()
         .nth(1)
         .is_some_and(|a| a == "--version" || a == "-V")
