@@ -266,7 +266,7 @@ impl Attention {
             let scores = q.matmul(&k.transpose(-2, -1)) * (self.head_dim as f64).powf(-0.5) + mask;
             dropout(&scores.softmax(-1, Kind::Float), p, train).matmul(&v)
         } else {
-            Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), p, false, None, false)
+            attention(&q, &k, &v, mask, p)
         }
         .transpose(1, 2)
         .contiguous();
@@ -281,6 +281,27 @@ impl Attention {
         );
         apply_layer_norm(&(out + hidden), &self.layer_norm, self.eps)
     }
+}
+
+/// `F.scaled_dot_product_attention(q, k, v, mask, p)`, without cuDNN's kernel on CUDA.
+/// torch 2.11 ranks cuDNN attention first for bf16 on Hopper/Blackwell, and cuDNN
+/// builds an execution plan for every new sequence length, tens of ms each: a bf16
+/// bert-base run on an H200 spent most of its first 150 steps there (HF Trainer too).
+/// The memory-efficient kernel it falls back to has no per-shape cost. The switch is
+/// global, so it is restored after the call; GLUE_RS_CUDNN_ATTENTION=1 keeps cuDNN.
+fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, p: f64) -> Tensor {
+    static KEEP_CUDNN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let keep = *KEEP_CUDNN
+        .get_or_init(|| std::env::var("GLUE_RS_CUDNN_ATTENTION").is_ok_and(|v| v == "1"));
+    let sdpa = || Tensor::scaled_dot_product_attention(q, k, v, Some(mask), p, false, None, false);
+    if keep || !q.device().is_cuda() || !torch_shim::cudnn_attention() {
+        return sdpa();
+    }
+    // Both calls only store a flag; they cannot fail.
+    let _ = torch_shim::set_cudnn_attention(false);
+    let out = sdpa();
+    let _ = torch_shim::set_cudnn_attention(true);
+    out
 }
 
 /// HF `BertIntermediate` + `BertOutput`: dense, activation, dense, post-LN residual.

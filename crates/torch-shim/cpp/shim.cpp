@@ -145,4 +145,15 @@ int glue_shim_deterministic() {
   return at::globalContext().deterministicAlgorithms() ? 1 : 0;
 }
 
+// torch.backends.cuda.enable_cudnn_sdp(enabled). On sm90/sm100 with cuDNN >= 9.15
+// torch 2.11 ranks cuDNN attention first for bf16/fp16; cuDNN builds an execution
+// plan for every new [batch, heads, seq] shape it meets, tens of ms each.
+char* glue_shim_set_cudnn_attention(int enabled) {
+  return guarded([&] { at::globalContext().setSDPUseCuDNN(enabled != 0); });
+}
+
+int glue_shim_cudnn_attention() {
+  return at::globalContext().userEnabledCuDNNSDP() ? 1 : 0;
+}
+
 }  // extern "C"

@@ -42,6 +42,8 @@ extern "C" {
     fn glue_shim_autocast_enabled(device: c_int) -> c_int;
     fn glue_shim_set_deterministic(enabled: c_int) -> *mut c_char;
     fn glue_shim_deterministic() -> c_int;
+    fn glue_shim_set_cudnn_attention(enabled: c_int) -> *mut c_char;
+    fn glue_shim_cudnn_attention() -> c_int;
 }
 
 /// Turns the shim's error convention (null, or a malloc'ed message) into a Result.
@@ -183,4 +185,14 @@ pub fn set_deterministic(enabled: bool) -> Result<(), TorchError> {
 pub fn deterministic() -> bool {
     // SAFETY: no arguments.
     unsafe { glue_shim_deterministic() != 0 }
+}
+
+pub fn set_cudnn_attention(enabled: bool) -> Result<(), TorchError> {
+    // SAFETY: plain value.
+    check(unsafe { glue_shim_set_cudnn_attention(c_int::from(enabled)) })
+}
+
+pub fn cudnn_attention() -> bool {
+    // SAFETY: no arguments.
+    unsafe { glue_shim_cudnn_attention() != 0 }
 }

@@ -176,3 +176,16 @@ pub fn set_deterministic(enabled: bool) -> Result<()> {
 pub fn deterministic() -> bool {
     ffi::deterministic()
 }
+
+/// `torch.backends.cuda.enable_cudnn_sdp(enabled)`: whether scaled-dot-product
+/// attention may use cuDNN's kernel. torch 2.11 prefers it for bf16 on Hopper and
+/// Blackwell, where it builds an execution plan per new input shape (tens of ms each,
+/// and a padded GLUE batch has a new sequence length nearly every step).
+pub fn set_cudnn_attention(enabled: bool) -> Result<()> {
+    ffi::set_cudnn_attention(enabled)
+}
+
+/// Whether scaled-dot-product attention may use cuDNN's kernel.
+pub fn cudnn_attention() -> bool {
+    ffi::cudnn_attention()
+}
