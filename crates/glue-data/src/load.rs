@@ -226,6 +226,22 @@ fn append_batch(
     let idx = column::<Int32Array>(path, batch, "idx")?;
     let labels: Vec<Label> = if spec.is_regression() {
         let l = column::<Float32Array>(path, batch, "label")?;
+        // STS-B similarity is 0..=5; -1 is the hub's "no label" of the test split.
+        // Anything else would surface much later as a diverged loss or a wrong metric.
+        if let Some(bad) = l
+            .values()
+            .iter()
+            .find(|&&v| v != -1.0 && !(0.0..=5.0).contains(&v))
+        {
+            return Err(schema_error(
+                path,
+                "label",
+                format!(
+                    "holds {bad}, outside 0..=5 (or -1 for no label) for task `{}`",
+                    spec.config
+                ),
+            ));
+        }
         l.values().iter().map(|&v| Label::Score(v)).collect()
     } else {
         let l = column::<Int64Array>(path, batch, "label")?;
@@ -247,4 +263,71 @@ fn append_batch(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::ArrayRef;
+    use parquet::arrow::ArrowWriter;
+
+    use super::*;
+
+    /// A one-file pair task split with the given label column.
+    fn write_pairs(name: &str, label: ArrayRef) -> PathBuf {
+        let n = label.len();
+        let text = |s: &str| Arc::new(StringArray::from(vec![s; n])) as ArrayRef;
+        let batch = RecordBatch::try_from_iter([
+            ("sentence1", text("a cat sat")),
+            ("sentence2", text("a cat was sitting")),
+            ("label", label),
+            (
+                "idx",
+                Arc::new(Int32Array::from_iter_values(0..n as i32)) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        let path =
+            std::env::temp_dir().join(format!("glue-data-{}-{name}.parquet", std::process::id()));
+        let mut writer =
+            ArrowWriter::try_new(File::create(&path).unwrap(), batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        path
+    }
+
+    fn load_error(path: &Path, task: Task) -> String {
+        let result = read_examples(path, task.spec());
+        let _ = std::fs::remove_file(path);
+        result.expect_err("the file must be refused").to_string()
+    }
+
+    #[test]
+    fn stsb_scores_outside_zero_to_five_or_nan_are_refused() {
+        for (name, bad) in [("nan", f32::NAN), ("high", 5.5), ("negative", -0.5)] {
+            let label = Arc::new(Float32Array::from(vec![1.0, bad, -1.0])) as ArrayRef;
+            let message = load_error(&write_pairs(name, label), Task::Stsb);
+            assert!(message.contains("outside 0..=5"), "{name}: {message}");
+            assert!(message.contains("label"), "{name}: {message}");
+        }
+    }
+
+    #[test]
+    fn stsb_scores_in_range_and_the_no_label_marker_load() {
+        let label = Arc::new(Float32Array::from(vec![0.0, 5.0, 2.4, -1.0])) as ArrayRef;
+        let path = write_pairs("ok", label);
+        let examples = read_examples(&path, Task::Stsb.spec());
+        let _ = std::fs::remove_file(&path);
+        let examples = examples.unwrap();
+        assert_eq!(examples.len(), 4);
+        assert!(examples[3].label.is_missing());
+    }
+
+    #[test]
+    fn class_labels_outside_the_task_classes_are_refused() {
+        let label = Arc::new(Int64Array::from(vec![0, 1, 2])) as ArrayRef;
+        let message = load_error(&write_pairs("class", label), Task::Mrpc);
+        assert!(message.contains("outside -1..2"), "{message}");
+    }
 }
