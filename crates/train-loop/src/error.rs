@@ -13,8 +13,11 @@ pub enum TrainError {
         output_dir: PathBuf,
     },
 
-    #[error("CUDA out of memory at step {step}; use a smaller --per-device-train-batch-size with --gradient-accumulation-steps to keep the effective batch")]
+    #[error("out of memory at step {step}; use a smaller --per-device-train-batch-size with --gradient-accumulation-steps to keep the effective batch")]
     OutOfMemory { step: u64 },
+
+    #[error("out of memory while evaluating batches of {batch_size}; use a smaller --per-device-eval-batch-size")]
+    EvalOutOfMemory { batch_size: usize },
 
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
@@ -52,4 +55,40 @@ pub type Result<T, E = TrainError> = std::result::Result<T, E>;
 pub(crate) fn io_error(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> TrainError {
     let path = path.into();
     move |source| TrainError::Io { path, source }
+}
+
+/// The text of a panic payload (tch reports libtorch errors by panicking).
+pub(crate) fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
+
+/// Whether a libtorch failure is an allocation failure: CUDA's caching allocator says
+/// "out of memory", the CPU allocator "can't allocate memory".
+pub(crate) fn is_out_of_memory(payload: &Box<dyn std::any::Any + Send>) -> bool {
+    let message = panic_message(payload);
+    message.contains("out of memory") || message.contains("can't allocate memory")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libtorch_allocation_failures_are_recognised() {
+        // A real failure of libtorch's CPU allocator (4 PiB), as tch reports it.
+        let payload = std::panic::catch_unwind(|| {
+            tch::Tensor::zeros([1i64 << 50], (tch::Kind::Float, tch::Device::Cpu))
+        })
+        .expect_err("4 PiB cannot be allocated");
+        assert!(is_out_of_memory(&payload), "{}", panic_message(&payload));
+        let cuda: Box<dyn std::any::Any + Send> =
+            Box::new("CUDA out of memory. Tried to allocate 2.00 GiB".to_string());
+        assert!(is_out_of_memory(&cuda));
+        let other: Box<dyn std::any::Any + Send> = Box::new("index out of range in self");
+        assert!(!is_out_of_memory(&other));
+    }
 }

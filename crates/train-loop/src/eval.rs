@@ -1,6 +1,7 @@
 //! Evaluation and prediction over an encoded split, batch by batch, in eval mode.
 
 use std::collections::BTreeMap;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
 use bert_model::BertForSequenceClassification;
@@ -8,7 +9,7 @@ use glue_data::{Batch, BatchLabels, Collator, EncodedSplit, Task};
 use glue_metrics::{classification, regression_nan_if_undefined};
 use tch::{Device, Kind, Tensor};
 
-use crate::error::Result;
+use crate::error::{is_out_of_memory, Result, TrainError};
 
 /// Batch buffers to device tensors: (input_ids, token_type_ids, attention_mask, labels).
 pub fn batch_tensors(batch: &Batch, device: Device) -> (Tensor, Tensor, Tensor, Tensor) {
@@ -66,7 +67,14 @@ pub fn evaluate(
         for chunk in order.chunks(batch_size.max(1)) {
             let batch = collator.collate(split, chunk)?;
             let (ids, types, mask, labels) = batch_tensors(&batch, device);
-            let out = model.forward(&ids, &types, &mask, labelled.then_some(&labels), false);
+            let forward = || model.forward(&ids, &types, &mask, labelled.then_some(&labels), false);
+            let out = match catch_unwind(AssertUnwindSafe(forward)) {
+                Ok(out) => out,
+                Err(payload) if is_out_of_memory(&payload) => {
+                    return Err(TrainError::EvalOutOfMemory { batch_size });
+                }
+                Err(payload) => resume_unwind(payload),
+            };
             if let Some(loss) = out.loss {
                 loss_sum += loss.to_kind(Kind::Double) * chunk.len() as f64;
             }

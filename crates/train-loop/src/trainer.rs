@@ -16,7 +16,7 @@ use tch::{Kind, Tensor};
 
 use crate::args::{IntervalStrategy, TrainingArgs};
 use crate::checkpoint::{self, CheckpointParts};
-use crate::error::{Result, TrainError};
+use crate::error::{is_out_of_memory, Result, TrainError};
 use crate::eval::{batch_tensors, evaluate};
 use crate::optim::{clip_grad_norm, AdamW, AdamWConfig, Param};
 use crate::schedule::LrSchedule;
@@ -98,14 +98,6 @@ fn decays(name: &str) -> bool {
 /// Dropout masks depend only on (seed, step, micro-batch), so a resumed run draws the same ones.
 fn step_seed(seed: u64, global_step: u64, micro: usize) -> i64 {
     (seed.wrapping_mul(1_000_003) ^ (global_step << 8 | micro as u64)) as i64 & i64::MAX
-}
-
-fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_default()
 }
 
 impl Trainer<'_> {
@@ -348,7 +340,7 @@ impl Trainer<'_> {
                 }));
                 let (loss, grad_norm) = match outcome {
                     Ok(result) => result?,
-                    Err(payload) if panic_message(&payload).contains("out of memory") => {
+                    Err(payload) if is_out_of_memory(&payload) => {
                         return Err(TrainError::OutOfMemory { step: step + 1 })
                     }
                     Err(payload) => std::panic::resume_unwind(payload),
