@@ -13,6 +13,8 @@ pub enum HubError {
     MissingFolder(String),
     #[error("model `{id}` not found: it is not a local folder and the hub has no such repository or file `{file}`")]
     NotFound { id: String, file: String },
+    #[error("model folder `{folder}` has no `{file}`; pass a folder saved by save_pretrained (or by glue-cli run)")]
+    MissingFile { folder: String, file: String },
     #[error("cannot reach the Hugging Face hub for `{id}` ({message}); pass a local model folder, or set HF_ENDPOINT to a mirror")]
     Unreachable { id: String, message: String },
     #[error(
@@ -80,9 +82,15 @@ impl ModelSource {
 
     /// Like [`ModelSource::file`], but a missing file is an error naming it.
     pub fn require(&self, file: &str) -> Result<PathBuf, HubError> {
-        self.file(file)?.ok_or_else(|| HubError::NotFound {
-            id: self.describe(),
-            file: file.to_string(),
+        self.file(file)?.ok_or_else(|| match self {
+            ModelSource::Local(dir) => HubError::MissingFile {
+                folder: dir.display().to_string(),
+                file: file.to_string(),
+            },
+            ModelSource::Hub(id) => HubError::NotFound {
+                id: id.clone(),
+                file: file.to_string(),
+            },
         })
     }
 }

@@ -169,6 +169,90 @@ fn resume_after_sigkill_is_bit_identical() {
     assert_eq!(losses(&a).len(), 6);
 }
 
+/// Resume from a middle checkpoint with evaluation and best-model tracking on: the best
+/// model, its metric, the evaluations and the restored optimizer state all come out as
+/// in the uninterrupted run.
+#[test]
+fn resume_with_eval_and_best_model_matches_the_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let args = |out: &Path| {
+        let mut args = with_flag(short_run_args(out), "--eval-strategy", "steps");
+        args.extend(
+            [
+                "--eval-steps",
+                "4",
+                "--load-best-model-at-end",
+                "--metric-for-best-model",
+                "f1",
+            ]
+            .map(String::from),
+        );
+        args
+    };
+    let out = cli().args(args(&a)).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+
+    // b holds only a's checkpoint-8, as if the run had stopped right after saving it.
+    copy_dir(&a.join("checkpoint-8"), &b.join("checkpoint-8"));
+    let out = cli()
+        .args(args(&b))
+        .args(["--resume-from-checkpoint", "latest"])
+        .output()
+        .unwrap();
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("starting at step 8"), "{log}");
+
+    for file in [
+        "model.safetensors",
+        "checkpoint-12/model.safetensors",
+        "checkpoint-12/optimizer.safetensors",
+    ] {
+        assert!(
+            fs::read(a.join(file)).unwrap() == fs::read(b.join(file)).unwrap(),
+            "{file} differs after resume"
+        );
+    }
+    assert_eq!(
+        without_timings(&json(&a.join("eval_results.json"))),
+        without_timings(&json(&b.join("eval_results.json")))
+    );
+    let state = |d: &Path| json(&d.join("trainer_state.json"));
+    let (sa, sb) = (state(&a), state(&b));
+    assert_eq!(sa["best_metric"], sb["best_metric"]);
+    let best = |s: &serde_json::Value| {
+        Path::new(
+            s["best_model_checkpoint"]
+                .as_str()
+                .expect("a best checkpoint"),
+        )
+        .file_name()
+        .unwrap()
+        .to_owned()
+    };
+    assert_eq!(best(&sa), best(&sb));
+    let evals = |s: &serde_json::Value| -> Vec<serde_json::Value> {
+        s["log_history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e.get("eval_f1").is_some())
+            .map(without_timings)
+            .collect()
+    };
+    assert!(evals(&sa).len() >= 3, "evaluations at steps 4, 8 and 12");
+    assert_eq!(evals(&sa), evals(&sb));
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
 /// The README's reproducibility promise: same machine, threads and flags, same weights.
 #[test]
 fn the_same_run_launched_three_times_gives_identical_weights() {
@@ -371,6 +455,18 @@ fn run_errors_are_one_line_with_exit_2() {
                 "/no/such/model-dir",
             ],
             "not found",
+        ),
+        (
+            vec![
+                "run",
+                "--task",
+                "mrpc",
+                "--data-dir",
+                mirror.to_str().unwrap(),
+                "--model",
+                tmp.path().to_str().unwrap(),
+            ],
+            "has no `config.json`; pass a folder saved by save_pretrained",
         ),
         (
             vec![
