@@ -62,20 +62,19 @@ fn keep_freed_memory() {
     }
 }
 
-/// `--version`: what this binary is and what it runs on.
+/// `--version`: what this binary is and what it runs on. Written in one go, ignoring a
+/// closed pipe (`glue-cli --version | head -1`), where `println!` would panic.
 fn print_version() {
-    println!("glue-cli {}", env!("CARGO_PKG_VERSION"));
-    println!(
-        "libtorch {} (built against {})",
-        torch_shim::torch_version(),
-        env!("GLUE_CLI_LIBTORCH_LIB")
-    );
+    use std::io::Write;
     let cuda = match bert_model::select_device(bert_model::DeviceChoice::Auto) {
         Ok((tch::Device::Cuda(_), _)) => format!("{} CUDA device(s)", tch::Cuda::device_count()),
         _ => "no CUDA device".to_string(),
     };
-    println!(
-        "devices: cpu ({} threads{}), {cuda}",
+    let text = format!(
+        "glue-cli {}\nlibtorch {} (built against {})\ndevices: cpu ({} threads{}), {cuda}\n",
+        env!("CARGO_PKG_VERSION"),
+        torch_shim::torch_version(),
+        env!("GLUE_CLI_LIBTORCH_LIB"),
         tch::get_num_threads(),
         if bert_model::cpu_has_bf16() {
             ", bf16 in hardware"
@@ -83,6 +82,7 @@ fn print_version() {
             ""
         }
     );
+    let _ = std::io::stdout().write_all(text.as_bytes());
 }
 
 /// MKL's conditional numerical reproducibility: with `MKL_CBWR` unset, MKL may pick
