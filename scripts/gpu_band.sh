@@ -2,7 +2,7 @@
 # The test model's full MRPC run on a lent GPU: glue-rs --bf16 over seeds 42-44 next to
 # HF Trainer fp32 (the band) and bf16, and the bert-base-shaped bf16 warm-up with and
 # without cuDNN attention. Two halves:
-#   bash scripts/gpu_band.sh pack target/gpu-band   # here: needs target/release/glue-cli, .venv-ref
+#   bash scripts/gpu_band.sh pack target/gpu-band   # here: needs target/release/glue-cli-torch, .venv-ref
 #   bash target/gpu-band/gpu_band.sh run            # there: prints markdown tables into $OUT
 # The test model's 87 MiB of fp32 weights cannot travel (64 MiB in all), so they travel
 # as fp16 (relative rounding <= 4.9e-4) and are widened back to fp32 there; every run
@@ -15,7 +15,7 @@ if [ "$mode" = pack ]; then
   dir=${2:?pack needs a folder}
   root="$(cd "$here/.." && pwd)"
   rm -rf "$dir"; mkdir -p "$dir/glue/mrpc" "$dir/tokenizer" "$dir/model16"
-  cp "$root/target/release/glue-cli" "$dir/glue-cli" && strip "$dir/glue-cli" && gzip -9 "$dir/glue-cli"
+  cp "$root/target/release/glue-cli-torch" "$dir/glue-cli" && strip "$dir/glue-cli" && gzip -9 "$dir/glue-cli"
   for s in train validation; do
     cp "${GLUE_MIRROR:-$root/../shared/glue-mirror}/mrpc/$s-00000-of-00001.parquet" "$dir/glue/mrpc/"
   done

@@ -49,7 +49,8 @@ pub fn run() -> Result<ExitCode> {
     }
     for (binary, name) in [
         (check, "gpu_check"),
-        (root.join("target/release/glue-cli"), "glue-cli"),
+        // The program itself; the launcher's libtorch check would look for this machine's folders.
+        (root.join("target/release/glue-cli-torch"), "glue-cli"),
     ] {
         fs::copy(&binary, out.join(name))?;
         // Debug info would take most of the 64 MiB that may travel; gzip halves the rest.

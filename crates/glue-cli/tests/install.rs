@@ -54,6 +54,20 @@ fn cargo_install_gives_a_glue_cli_that_runs_from_any_directory() {
         text
     };
     assert!(run(&["--help"]).contains("Fine-tune"));
+    // The launcher alone, without the program beside it: one line naming the fix.
+    let alone = elsewhere.path().join("alone");
+    std::fs::create_dir_all(&alone).unwrap();
+    std::fs::copy(&installed, alone.join("glue-cli")).unwrap();
+    let out = Command::new(alone.join("glue-cli"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("glue-cli-torch is missing beside glue-cli") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
     let version = run(&["--version"]);
     assert!(version.contains("libtorch 2.11.0"), "{version}");
     assert!(version.contains("devices: cpu"), "{version}");
