@@ -154,9 +154,8 @@ fn padding_free_layout_equals_padded_layout_in_loss_and_gradients() {
     let case = &g["cases"][0];
     let (ids, types, mask) = inputs(case);
     let labels = Tensor::from_slice(&ints(&case["labels"]));
-    let mut grads = Vec::new();
-    for layout in LAYOUTS {
-        model.set_layout(layout);
+    // Logits, loss and every weight's gradient (by name) of one forward + backward.
+    let logits_loss_and_grads = |model: &BertForSequenceClassification| {
         for (_, mut v) in model.vs.variables() {
             v.zero_grad();
         }
@@ -165,31 +164,20 @@ fn padding_free_layout_equals_padded_layout_in_loss_and_gradients() {
         loss.backward();
         let vars: std::collections::BTreeMap<String, Tensor> =
             model.vs.variables().into_iter().collect();
-        grads.push((
-            out.logits,
-            loss,
-            vars.into_iter()
-                .map(|(k, v)| (k, v.grad().copy()))
-                .collect::<Vec<_>>(),
-        ));
+        let grads: Vec<(String, Tensor)> = vars
+            .into_iter()
+            .map(|(k, v)| (k, v.grad().copy()))
+            .collect();
+        (out.logits, loss, grads)
+    };
+    let mut grads = Vec::new();
+    for layout in LAYOUTS {
+        model.set_layout(layout);
+        grads.push(logits_loss_and_grads(&model));
     }
     // The CUDA rule (rows rounded up to 64 with dummy rows), run here on CPU.
     model.model.bert.set_packed_row_multiple(Some(64));
-    for (_, mut v) in model.vs.variables() {
-        v.zero_grad();
-    }
-    let out = model.forward(&ids, &types, &mask, Some(&labels), false);
-    let loss = out.loss.unwrap();
-    loss.backward();
-    let vars: std::collections::BTreeMap<String, Tensor> =
-        model.vs.variables().into_iter().collect();
-    grads.push((
-        out.logits,
-        loss,
-        vars.into_iter()
-            .map(|(k, v)| (k, v.grad().copy()))
-            .collect::<Vec<_>>(),
-    ));
+    grads.push(logits_loss_and_grads(&model));
     let (padded, packed) = (&grads[0], &grads[1]);
     let rounded = &grads[2];
     assert!((&padded.0 - &rounded.0).abs().max().double_value(&[]) <= 1e-5);

@@ -430,30 +430,15 @@ fn run_errors_are_one_line_with_exit_2() {
     let bad_config = tmp.path().join("typo.toml");
     fs::write(&bad_config, "learning_rat = 1e-5\n").unwrap();
     let metric_dir = tmp.path().join("metric");
+    let scratch = tmp.path().join("out");
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["run", "--task", "squad"], "unknown GLUE task `squad`"),
         (
-            vec![
-                "run",
-                "--task",
-                "qqp",
-                "--data-dir",
-                mirror.to_str().unwrap(),
-                "--model",
-                model.to_str().unwrap(),
-            ],
+            vec!["run", "--task", "qqp"],
             "cargo xtask fetch-glue --tasks qqp",
         ),
         (
-            vec![
-                "run",
-                "--task",
-                "mrpc",
-                "--data-dir",
-                mirror.to_str().unwrap(),
-                "--model",
-                "/no/such/model-dir",
-            ],
+            vec!["run", "--task", "mrpc", "--model", "/no/such/model-dir"],
             "not found",
         ),
         (
@@ -461,8 +446,6 @@ fn run_errors_are_one_line_with_exit_2() {
                 "run",
                 "--task",
                 "mrpc",
-                "--data-dir",
-                mirror.to_str().unwrap(),
                 "--model",
                 tmp.path().to_str().unwrap(),
             ],
@@ -476,8 +459,6 @@ fn run_errors_are_one_line_with_exit_2() {
                 "--load-best-model-at-end",
                 "--eval-strategy",
                 "no",
-                "--data-dir",
-                mirror.to_str().unwrap(),
             ],
             "--load-best-model-at-end needs an --eval-strategy",
         ),
@@ -530,27 +511,27 @@ fn run_errors_are_one_line_with_exit_2() {
                 "1",
                 "--output-dir",
                 metric_dir.to_str().unwrap(),
-                "--data-dir",
-                mirror.to_str().unwrap(),
-                "--model",
-                model.to_str().unwrap(),
             ],
             "`acuracy` is not a metric of mrpc; use one of: loss, accuracy, f1, combined_score",
         ),
         (
-            vec![
-                "evaluate",
-                "--task",
-                "mrpc",
-                "--data-dir",
-                mirror.to_str().unwrap(),
-                "--model",
-                model.to_str().unwrap(),
-            ],
+            vec!["evaluate", "--task", "mrpc"],
             "has no weights for classifier.bias, classifier.weight",
         ),
     ];
-    for (args, needle) in cases {
+    // The mirror, the test model and a scratch output folder unless a case names its own.
+    let defaults = [
+        ("--data-dir", mirror.to_str().unwrap()),
+        ("--model", model.to_str().unwrap()),
+        ("--output-dir", scratch.to_str().unwrap()),
+    ];
+    for (mut args, needle) in cases {
+        for (flag, value) in defaults {
+            let applies = flag != "--output-dir" || args[0] == "run";
+            if applies && !args.contains(&flag) {
+                args.extend([flag, value]);
+            }
+        }
         let out = cli()
             .args(&args)
             .env("HF_HUB_OFFLINE", "1")
