@@ -5,6 +5,7 @@ mod data_cmds;
 mod output;
 mod plot;
 mod report;
+mod suite;
 mod train_cmds;
 
 use std::path::PathBuf;
@@ -35,6 +36,9 @@ enum Command {
     Evaluate(train_cmds::EvaluateArgs),
     /// Write GLUE leaderboard files (test-split predictions) for a fine-tuned model.
     Predict(train_cmds::PredictArgs),
+    /// Fine-tune on several tasks x seeds (default: all nine, seeds 42,43,44), one
+    /// folder per run, and tabulate median and mean ± std per task and the GLUE average.
+    Suite(Box<suite::SuiteArgs>),
 }
 
 /// Where the data lives; shared by every command that reads GLUE.
@@ -124,6 +128,7 @@ fn main() -> ExitCode {
         Command::Run(args) => train_cmds::run(&args),
         Command::Evaluate(args) => train_cmds::evaluate_cmd(&args),
         Command::Predict(args) => train_cmds::predict(&args),
+        Command::Suite(args) => suite::suite(&args),
     });
     match result {
         Ok(Ok(())) => ExitCode::SUCCESS,

@@ -18,10 +18,10 @@ use crate::DataArgs;
 
 /// Flags named like HF `TrainingArguments`, in kebab-case. Unset flags take the
 /// value from `--config`, then HF's default. Serialized, they are TrainingArgs' keys.
-#[derive(Args, Debug, Default, serde::Serialize)]
+#[derive(Args, Debug, Default, Clone, serde::Serialize)]
 pub struct TrainingFlags {
     #[arg(long)]
-    output_dir: Option<PathBuf>,
+    pub(crate) output_dir: Option<PathBuf>,
     #[arg(long, value_parser = finite_f64)]
     num_train_epochs: Option<f64>,
     #[arg(long)]
@@ -77,7 +77,7 @@ pub struct TrainingFlags {
     #[arg(long)]
     early_stopping_patience: Option<usize>,
     #[arg(long)]
-    seed: Option<u64>,
+    pub(crate) seed: Option<u64>,
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     group_by_length: Option<bool>,
     #[arg(long)]
@@ -108,25 +108,28 @@ fn finite_f64(text: &str) -> Result<f64, String> {
 #[derive(Args)]
 pub struct RunArgs {
     #[command(flatten)]
-    data: DataArgs,
+    pub(crate) data: DataArgs,
     /// Hub id or local HF model folder.
     #[arg(long, default_value = "bert-base-uncased")]
-    model: String,
+    pub(crate) model: String,
     /// cuda, cpu or auto.
     #[arg(long, default_value = "auto")]
-    device: String,
+    pub(crate) device: String,
     /// TOML or JSON file with TrainingArguments (snake_case names); flags override it.
     #[arg(long)]
-    config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
+    /// TrainingArguments under the config file's (the suite's per-task recipe).
+    #[arg(skip)]
+    pub(crate) base: Map<String, Value>,
     /// A checkpoint folder, or `latest` (the newest complete one in --output-dir).
     #[arg(long, num_args = 0..=1, default_missing_value = "latest")]
-    resume_from_checkpoint: Option<String>,
+    pub(crate) resume_from_checkpoint: Option<String>,
     /// Resume even though batch size, seed, learning rate or other arguments that
     /// shape the run differ from the checkpoint's (the run is then not a continuation).
     #[arg(long)]
-    resume_with_changed_args: bool,
+    pub(crate) resume_with_changed_args: bool,
     #[command(flatten)]
-    training: TrainingFlags,
+    pub(crate) training: TrainingFlags,
 }
 
 #[derive(Args)]
@@ -171,7 +174,7 @@ pub struct PredictArgs {
     inference: InferenceArgs,
 }
 
-fn config_map(path: &Path) -> Result<Map<String, Value>> {
+pub(crate) fn config_map(path: &Path) -> Result<Map<String, Value>> {
     let text = fs::read_to_string(path)
         .with_context(|| format!("cannot read --config {}", path.display()))?;
     let value: Value = if path.extension().is_some_and(|e| e == "json") {
@@ -187,12 +190,12 @@ fn config_map(path: &Path) -> Result<Map<String, Value>> {
     }
 }
 
-/// Config file, then flags, then HF defaults; unknown names are errors that name them.
+/// Flags, then the config file, then `base`, then HF defaults; unknown names are errors that name them.
 fn training_args(run: &RunArgs, task: Task) -> Result<TrainingArgs> {
-    let mut map = match &run.config {
-        Some(path) => config_map(path)?,
-        None => Map::new(),
-    };
+    let mut map = run.base.clone();
+    if let Some(path) = &run.config {
+        map.extend(config_map(path)?);
+    }
     let flags = serde_json::to_value(&run.training)?;
     if let Value::Object(flags) = flags {
         for (k, v) in flags {

@@ -1,0 +1,197 @@
+//! `glue-cli suite` end to end on the real test model and data: a small suite (two
+//! tasks x two seeds, a few steps each), its table checked against the runs' own
+//! result files, a rerun that skips everything, a restart after SIGKILL that resumes
+//! the interrupted run, a task the mirror lacks, and a failing run that does not stop
+//! the others.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use glue_testkit::{mirror_dir, test_model_dir};
+use serde_json::Value;
+
+fn suite(out: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_glue-cli"));
+    c.env_remove("HF_HUB_OFFLINE");
+    c.args(["suite", "--device", "cpu", "--model"])
+        .arg(test_model_dir())
+        .arg("--data-dir")
+        .arg(mirror_dir())
+        .arg("--output-dir")
+        .arg(out)
+        .args([
+            "--per-device-train-batch-size",
+            "4",
+            "--per-device-eval-batch-size",
+            "64",
+            "--max-seq-length",
+            "48",
+        ])
+        .args(extra);
+    c
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn small_suite_table_rerun_and_missing_task() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("suite");
+    let args = [
+        "--tasks",
+        "wnli,rte,qqp",
+        "--seeds",
+        "42,43",
+        "--max-steps",
+        "2",
+    ];
+    let first = suite(&out, &args).output().unwrap();
+    let log = text(&first);
+    assert!(first.status.success(), "{log}");
+    // QQP is not in the mirror: said, not fatal.
+    assert!(
+        log.contains("qqp seed 42: not run:") && log.contains("fetch-glue --tasks qqp"),
+        "{log}"
+    );
+
+    // The table against the four runs' own results (median of two = their mean).
+    let table = json(&out.join("suite_results.json"));
+    let mut task_scores = Vec::new();
+    for task in ["wnli", "rte"] {
+        let accs: Vec<f64> = [42, 43]
+            .iter()
+            .map(|seed| {
+                let r = json(&out.join(task).join(format!("seed-{seed}/all_results.json")));
+                r["eval_accuracy"].as_f64().unwrap()
+            })
+            .collect();
+        let mean = (accs[0] + accs[1]) / 2.0;
+        let std = (accs[0] - accs[1]).abs() / 2f64.sqrt();
+        let m = &table["tasks"][task]["metrics"]["accuracy"];
+        assert_eq!(m["runs"], 2, "{table}");
+        assert!(
+            (m["median"].as_f64().unwrap() - mean).abs() < 1e-12,
+            "{table}"
+        );
+        assert!(
+            (m["mean"].as_f64().unwrap() - mean).abs() < 1e-12,
+            "{table}"
+        );
+        assert!((m["std"].as_f64().unwrap() - std).abs() < 1e-12, "{table}");
+        assert!((table["tasks"][task]["task_score"].as_f64().unwrap() - mean).abs() < 1e-12);
+        task_scores.push(mean);
+        // Each run is an ordinary run folder with its seed.
+        let args = json(&out.join(task).join("seed-43/training_args.json"));
+        assert_eq!(args["seed"], 43);
+        assert_eq!(args["learning_rate"], 2e-5, "the suite's recipe");
+    }
+    let average = (task_scores[0] + task_scores[1]) / 2.0;
+    assert!((table["glue_average"].as_f64().unwrap() - average).abs() < 1e-12);
+    assert_eq!(table["glue_average_tasks"], 2);
+    assert_eq!(table["tasks"]["qqp"]["finished_runs"], 0);
+    let csv = fs::read_to_string(out.join("suite_results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    let md = fs::read_to_string(out.join("suite_results.md")).unwrap();
+    assert!(md.contains("GLUE average** (over 2 of 9 tasks)"), "{md}");
+
+    // The same command again: nothing retrained, the same table.
+    let again = suite(&out, &args).output().unwrap();
+    let log = text(&again);
+    assert!(again.status.success(), "{log}");
+    assert_eq!(log.matches("finished before, skipped").count(), 4, "{log}");
+    assert!(!log.contains("training:"), "{log}");
+    assert_eq!(json(&out.join("suite_results.json")), table);
+}
+
+#[test]
+fn restart_after_sigkill_resumes_the_interrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("suite");
+    let args = [
+        "--tasks",
+        "wnli",
+        "--seeds",
+        "7",
+        "--max-steps",
+        "30",
+        "--save-strategy",
+        "steps",
+        "--save-steps",
+        "2",
+        "--eval-strategy",
+        "no",
+    ];
+    let mut child = suite(&out, &args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let checkpoint = out.join("wnli/seed-7/checkpoint-2/checkpoint-complete");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !checkpoint.exists() {
+        assert!(Instant::now() < deadline, "no checkpoint-2 after 120 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(
+        !out.join("wnli/seed-7/all_results.json").exists(),
+        "killed too late"
+    );
+
+    let restart = suite(&out, &args).output().unwrap();
+    let log = text(&restart);
+    assert!(restart.status.success(), "{log}");
+    assert!(log.contains("wnli seed 7: resuming"), "{log}");
+    assert!(
+        log.contains("starting at step ") && !log.contains("starting at step 0\n"),
+        "{log}"
+    );
+    let results = json(&out.join("wnli/seed-7/trainer_state.json"));
+    assert_eq!(results["global_step"], 30);
+}
+
+#[test]
+fn a_failing_run_is_reported_and_the_others_go_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("suite");
+    let config = tmp.path().join("suite.toml");
+    // RTE gets an impossible setting; WNLI must still run.
+    fs::write(&config, "[rte]\nadam_beta1 = 1.5\n").unwrap();
+    let o = suite(
+        &out,
+        &["--tasks", "rte,wnli", "--seeds", "1", "--max-steps", "1"],
+    )
+    .arg("--config")
+    .arg(&config)
+    .output()
+    .unwrap();
+    let log = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{log}");
+    assert!(
+        log.contains("rte seed 1: failed:") && log.contains("adam-beta1"),
+        "{log}"
+    );
+    assert!(
+        log.contains("error: 1 of 2 runs failed (rte seed 1;"),
+        "{log}"
+    );
+    assert!(out.join("wnli/seed-1/all_results.json").exists(), "{log}");
+    let table = json(&out.join("suite_results.json"));
+    assert!(table["tasks"]["rte"]["notes"][0]
+        .as_str()
+        .unwrap()
+        .contains("adam-beta1"));
+}
