@@ -5,6 +5,7 @@ mod data_cmds;
 mod output;
 mod plot;
 mod report;
+mod submission;
 mod suite;
 mod train_cmds;
 

@@ -15,7 +15,8 @@ use serde_json::{Map, Value};
 use train_loop::checkpoint;
 
 use crate::output::write_atomically;
-use crate::train_cmds::{self, RunArgs, TrainingFlags};
+use crate::submission;
+use crate::train_cmds::{self, InferenceArgs, PredictArgs, RunArgs, TrainingFlags};
 use crate::DataArgs;
 
 /// The nine GLUE tasks with a training split, in the leaderboard's order.
@@ -52,10 +53,24 @@ pub struct SuiteArgs {
     /// (`[rte]`) overrides them for that task. Flags override both.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Also predict each task's test set(s) with its median (or best) seed by task
+    /// score, AX with the MNLI model, and zip them for the GLUE server:
+    /// DIR/submission.zip (files checked for names, row counts and labels).
+    #[arg(long, value_enum)]
+    submission: Option<SubmissionSeed>,
     /// Flags of `run`, applied to every run; `--output-dir` is the suite's folder
     /// [default: output/suite], `--seed` is `--seeds`.
     #[command(flatten)]
     training: TrainingFlags,
+}
+
+/// Which seed's model predicts a task's test set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SubmissionSeed {
+    /// The seed whose task score is the median (the lower one of the middle two).
+    Median,
+    /// The seed with the highest task score on the validation set.
+    Best,
 }
 
 /// HF's recipe for the nine tasks (transformers' text-classification example, after
@@ -228,6 +243,9 @@ pub fn suite(args: &SuiteArgs) -> Result<()> {
     let table = SuiteTable::new(&tasks, &args.seeds, &runs, &outcomes);
     println!("{}", table.markdown());
     table.write(&root)?;
+    if let Some(choice) = args.submission {
+        write_submission(args, &root, &table, choice)?;
+    }
     let failed: Vec<String> = runs
         .iter()
         .zip(&outcomes)
@@ -249,6 +267,83 @@ pub fn suite(args: &SuiteArgs) -> Result<()> {
             runs.len(),
             failed.join(", ")
         );
+    }
+    Ok(())
+}
+
+/// The seed that predicts a task's test set.
+fn pick_seed(seed_scores: &[(u64, f64)], choice: SubmissionSeed) -> Option<u64> {
+    let mut sorted = seed_scores.to_vec();
+    sorted.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+    let i = match choice {
+        SubmissionSeed::Median => sorted.len().checked_sub(1)? / 2,
+        SubmissionSeed::Best => sorted.len().checked_sub(1)?,
+    };
+    Some(sorted[i].0)
+}
+
+/// Predicts the test sets into DIR/submission and zips them into DIR/submission.zip.
+fn write_submission(
+    args: &SuiteArgs,
+    root: &Path,
+    table: &SuiteTable,
+    choice: SubmissionSeed,
+) -> Result<()> {
+    let dir = root.join("submission");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut left_out = Vec::new();
+    for row in &table.rows {
+        let Some(seed) = pick_seed(&row.seed_scores, choice) else {
+            left_out.push(format!("{} (no finished run)", row.task));
+            continue;
+        };
+        let run_dir = root.join(row.task.name()).join(format!("seed-{seed}"));
+        let saved: Value = serde_json::from_str(
+            &std::fs::read_to_string(run_dir.join("training_args.json")).unwrap_or_default(),
+        )
+        .unwrap_or_default();
+        let max_seq_length = saved["max_seq_length"].as_u64().unwrap_or(128) as usize;
+        eprintln!("submission: {} from seed {seed}", row.task);
+        let predict = PredictArgs {
+            data: DataArgs {
+                task: row.task.name().to_string(),
+                data_dir: args.data_dir.clone(),
+            },
+            output_dir: dir.clone(),
+            inference: InferenceArgs {
+                model: run_dir.display().to_string(),
+                device: args.device.clone(),
+                batch_size: args
+                    .training
+                    .per_device_eval_batch_size
+                    .unwrap_or(32)
+                    .max(1) as u64,
+                max_seq_length,
+                bf16: saved["bf16"].as_bool().unwrap_or(false),
+                padding_free: true,
+            },
+        };
+        if let Err(e) = train_cmds::predict(&predict) {
+            left_out.push(format!(
+                "{} ({})",
+                row.task,
+                format!("{e:#}").replace('\n', " ")
+            ));
+        }
+    }
+    let zip_path = root.join("submission.zip");
+    let files = submission::zip_folder(&dir, &zip_path)?;
+    eprintln!(
+        "submission: {} with {} file(s): {}",
+        zip_path.display(),
+        files.len(),
+        files.join(", ")
+    );
+    if !left_out.is_empty() {
+        eprintln!("submission: left out: {}", left_out.join("; "));
     }
     Ok(())
 }
@@ -314,6 +409,8 @@ struct TaskRow {
     metrics: Vec<(String, Summary)>,
     /// The GLUE task score: unweighted mean of its metrics (x100), median over seeds.
     score: Option<f64>,
+    /// Each finished seed's task score (x100).
+    seed_scores: Vec<(u64, f64)>,
     finished: usize,
     notes: Vec<String>,
 }
@@ -344,7 +441,7 @@ impl SuiteTable {
                             }
                             if values.iter().all(Option::is_some) && !values.is_empty() {
                                 let sum: f64 = values.iter().flatten().sum();
-                                scores.push(100.0 * sum / values.len() as f64);
+                                scores.push((*seed, 100.0 * sum / values.len() as f64));
                             }
                             finished += 1;
                         }
@@ -363,7 +460,9 @@ impl SuiteTable {
                         .zip(per_key)
                         .filter_map(|(k, v)| Some((k, Summary::of(&v)?)))
                         .collect(),
-                    score: Summary::of(&scores).map(|s| s.median),
+                    score: Summary::of(&scores.iter().map(|(_, s)| *s).collect::<Vec<_>>())
+                        .map(|s| s.median),
+                    seed_scores: scores,
                     finished,
                     notes,
                 }
@@ -517,6 +616,15 @@ mod tests {
         let mrpc = base_args(Task::Mrpc, &config);
         assert_eq!(mrpc["num_train_epochs"], 5.0);
         assert_eq!(mrpc["per_device_train_batch_size"], 32);
+    }
+
+    #[test]
+    fn median_and_best_seed() {
+        let scores = [(42, 80.0), (43, 70.0), (44, 90.0), (45, 75.0)];
+        assert_eq!(pick_seed(&scores, SubmissionSeed::Median), Some(45));
+        assert_eq!(pick_seed(&scores[..3], SubmissionSeed::Median), Some(42));
+        assert_eq!(pick_seed(&scores, SubmissionSeed::Best), Some(44));
+        assert_eq!(pick_seed(&[], SubmissionSeed::Best), None);
     }
 
     #[test]

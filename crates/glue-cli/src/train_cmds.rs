@@ -29,7 +29,7 @@ pub struct TrainingFlags {
     #[arg(long)]
     per_device_train_batch_size: Option<usize>,
     #[arg(long)]
-    per_device_eval_batch_size: Option<usize>,
+    pub(crate) per_device_eval_batch_size: Option<usize>,
     #[arg(long, value_parser = finite_f64)]
     learning_rate: Option<f64>,
     #[arg(long, value_parser = finite_f64)]
@@ -148,30 +148,30 @@ pub struct EvaluateArgs {
 pub struct InferenceArgs {
     /// A fine-tuned model folder (or hub id).
     #[arg(long)]
-    model: String,
+    pub(crate) model: String,
     #[arg(long, default_value = "auto")]
-    device: String,
+    pub(crate) device: String,
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
-    batch_size: u64,
+    pub(crate) batch_size: u64,
     #[arg(long, default_value_t = 128)]
-    max_seq_length: usize,
+    pub(crate) max_seq_length: usize,
     /// bfloat16 autocast, as HF `bf16_full_eval=False, bf16=True` evaluates.
     #[arg(long)]
-    bf16: bool,
+    pub(crate) bf16: bool,
     /// Compute over real tokens only (default true); false runs HF's padded layout.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    padding_free: bool,
+    pub(crate) padding_free: bool,
 }
 
 #[derive(Args)]
 pub struct PredictArgs {
     #[command(flatten)]
-    data: DataArgs,
+    pub(crate) data: DataArgs,
     /// Folder for the leaderboard files (CoLA.tsv, ...).
     #[arg(long, default_value = "predictions")]
-    output_dir: PathBuf,
+    pub(crate) output_dir: PathBuf,
     #[command(flatten)]
-    inference: InferenceArgs,
+    pub(crate) inference: InferenceArgs,
 }
 
 pub(crate) fn config_map(path: &Path) -> Result<Map<String, Value>> {

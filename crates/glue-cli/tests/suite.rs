@@ -172,7 +172,16 @@ fn a_failing_run_is_reported_and_the_others_go_on() {
     fs::write(&config, "[rte]\nadam_beta1 = 1.5\n").unwrap();
     let o = suite(
         &out,
-        &["--tasks", "rte,wnli", "--seeds", "1", "--max-steps", "1"],
+        &[
+            "--tasks",
+            "rte,wnli",
+            "--seeds",
+            "1",
+            "--max-steps",
+            "1",
+            "--submission",
+            "best",
+        ],
     )
     .arg("--config")
     .arg(&config)
@@ -189,6 +198,22 @@ fn a_failing_run_is_reported_and_the_others_go_on() {
         "{log}"
     );
     assert!(out.join("wnli/seed-1/all_results.json").exists(), "{log}");
+    // The submission holds what could be predicted, checked, and names what is left out.
+    assert!(
+        log.contains("submission: left out: rte (no finished run)"),
+        "{log}"
+    );
+    let zip = fs::File::open(out.join("submission.zip")).unwrap();
+    let mut zip = zip::ZipArchive::new(zip).unwrap();
+    assert_eq!(zip.len(), 1);
+    let mut wnli = String::new();
+    std::io::Read::read_to_string(&mut zip.by_name("WNLI.tsv").unwrap(), &mut wnli).unwrap();
+    assert_eq!(
+        wnli.lines().count(),
+        1 + 146,
+        "header + the 146 WNLI test rows"
+    );
+    assert!(wnli.starts_with("index\tprediction\n0\t"));
     let table = json(&out.join("suite_results.json"));
     assert!(table["tasks"]["rte"]["notes"][0]
         .as_str()
