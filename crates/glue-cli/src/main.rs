@@ -126,6 +126,9 @@ fn main() -> ExitCode {
     let result = std::panic::catch_unwind(|| match cli.command {
         Command::Inspect(args) => data_cmds::inspect(&args),
         Command::Tokenize(args) => data_cmds::tokenize(&args),
+        Command::Run(args) if args.data.task.trim().eq_ignore_ascii_case("all") => {
+            suite::SuiteArgs::from_run(&args).and_then(|s| suite::suite(&s))
+        }
         Command::Run(args) => train_cmds::run(&args),
         Command::Evaluate(args) => train_cmds::evaluate_cmd(&args),
         Command::Predict(args) => train_cmds::predict(&args),

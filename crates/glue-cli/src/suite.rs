@@ -64,6 +64,28 @@ pub struct SuiteArgs {
     training: TrainingFlags,
 }
 
+impl SuiteArgs {
+    /// `glue-cli run --task all ...`: the suite over the nine tasks, with the seeds
+    /// 42, 43, 44 or the one `--seed` names.
+    pub fn from_run(run: &RunArgs) -> Result<SuiteArgs> {
+        if run.resume_from_checkpoint.is_some() {
+            bail!("--task all resumes by itself: rerun the same command without --resume-from-checkpoint");
+        }
+        let mut training = run.training.clone();
+        let seeds = training.seed.take().map_or(vec![42, 43, 44], |s| vec![s]);
+        Ok(SuiteArgs {
+            tasks: Vec::new(),
+            seeds,
+            data_dir: run.data.data_dir.clone(),
+            model: run.model.clone(),
+            device: run.device.clone(),
+            config: run.config.clone(),
+            submission: None,
+            training,
+        })
+    }
+}
+
 /// Which seed's model predicts a task's test set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SubmissionSeed {
@@ -260,6 +282,12 @@ pub fn suite(args: &SuiteArgs) -> Result<()> {
         hms(started.elapsed().as_secs_f64()),
         root.display()
     );
+    if outcomes.iter().all(|o| matches!(o, Outcome::Skipped(_))) {
+        bail!(
+            "no run could start: the data is missing in {} (see above); fetch it with cargo xtask fetch-glue or pass --data-dir",
+            args.data_dir.display()
+        );
+    }
     if !failed.is_empty() {
         bail!(
             "{} of {} runs failed ({}; messages above and in suite_results.json); fix the cause and rerun the same command: finished runs are skipped",

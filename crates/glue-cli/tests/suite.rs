@@ -220,3 +220,24 @@ fn a_failing_run_is_reported_and_the_others_go_on() {
         .unwrap()
         .contains("adam-beta1"));
 }
+
+#[test]
+fn run_task_all_is_the_suite_and_says_when_nothing_can_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_glue-cli"))
+        .args(["run", "--task", "all", "--seed", "3", "--data-dir"])
+        .arg(tmp.path())
+        .arg("--output-dir")
+        .arg(tmp.path().join("out"))
+        .output()
+        .unwrap();
+    let log = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{log}");
+    // All nine tasks, one seed, each missing; no model was loaded.
+    assert_eq!(log.matches("seed 3: not run:").count(), 9, "{log}");
+    assert!(log.contains("[9/9] wnli seed 3"), "{log}");
+    assert!(
+        log.contains("error: no run could start: the data is missing in"),
+        "{log}"
+    );
+}
