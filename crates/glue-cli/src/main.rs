@@ -7,6 +7,7 @@ mod plot;
 mod report;
 mod submission;
 mod suite;
+mod suite_table;
 mod train_cmds;
 
 use std::path::PathBuf;

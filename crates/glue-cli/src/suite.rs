@@ -1,5 +1,6 @@
-//! `suite`: the GLUE benchmark in one command — tasks x seeds, each an ordinary `run`
-//! in its own folder (`DIR/<task>/seed-<seed>`), then one table over seeds.
+//! `suite`: the GLUE benchmark in one command — tasks x seeds (x swept settings), each
+//! an ordinary `run` in its own folder (`DIR/<task>/[<setting>/]seed-<seed>`), then one
+//! table over seeds.
 //!
 //! Restarting the same command skips finished runs (their `all_results.json` exists)
 //! and resumes interrupted ones from their newest complete checkpoint; a failed run
@@ -10,12 +11,12 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use glue_data::{Metric, Task};
+use glue_data::Task;
 use serde_json::{Map, Value};
 use train_loop::checkpoint;
 
-use crate::output::write_atomically;
 use crate::submission;
+use crate::suite_table::{Outcome, SuiteTable};
 use crate::train_cmds::{self, InferenceArgs, PredictArgs, RunArgs, TrainingFlags};
 use crate::DataArgs;
 
@@ -53,6 +54,11 @@ pub struct SuiteArgs {
     /// (`[rte]`) overrides them for that task. Flags override both.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// TOML or JSON whose keys are TrainingArguments with a list of values each
+    /// (`learning_rate = [2e-5, 3e-5]`): every combination runs, and the table picks
+    /// the setting with the best median task score per task.
+    #[arg(long)]
+    sweep: Option<PathBuf>,
     /// Also predict each task's test set(s) with its median (or best) seed by task
     /// score, AX with the MNLI model, and zip them for the GLUE server:
     /// DIR/submission.zip (files checked for names, row counts and labels).
@@ -80,6 +86,7 @@ impl SuiteArgs {
             model: run.model.clone(),
             device: run.device.clone(),
             config: run.config.clone(),
+            sweep: None,
             submission: None,
             training,
         })
@@ -128,11 +135,74 @@ fn base_args(task: Task, config: &Map<String, Value>) -> Map<String, Value> {
     m
 }
 
-/// One run's outcome.
-enum Outcome {
-    Done(Map<String, Value>),
-    Failed(String),
-    Skipped(String),
+/// One combination of swept values; `name` is its folder.
+#[derive(Debug, Clone, PartialEq)]
+struct Setting {
+    name: String,
+    values: Map<String, Value>,
+}
+
+/// Short names for the usual swept arguments, so folders stay readable.
+fn abbreviation(key: &str) -> &str {
+    match key {
+        "learning_rate" => "lr",
+        "per_device_train_batch_size" => "bs",
+        "num_train_epochs" => "ep",
+        "warmup_ratio" => "wr",
+        "warmup_steps" => "ws",
+        "weight_decay" => "wd",
+        "lr_scheduler_type" => "sched",
+        other => other,
+    }
+}
+
+/// The grid of a sweep file: every combination of its lists, in file order (the
+/// first key varies slowest). `seeds` may be swept here too.
+fn settings(sweep: &Map<String, Value>) -> Result<(Vec<Setting>, Option<Vec<u64>>)> {
+    let mut grid = vec![Setting {
+        name: String::new(),
+        values: Map::new(),
+    }];
+    let mut seeds = None;
+    for (key, value) in sweep {
+        let Value::Array(list) = value else {
+            bail!("sweep key `{key}` must be a list of values (put fixed values in --config)");
+        };
+        if list.is_empty() {
+            bail!("sweep key `{key}` has an empty list");
+        }
+        if key == "seeds" || key == "seed" {
+            let parsed: Option<Vec<u64>> = list.iter().map(Value::as_u64).collect();
+            seeds = Some(parsed.with_context(|| format!("sweep `{key}`: seeds are integers"))?);
+            continue;
+        }
+        grid = grid
+            .iter()
+            .flat_map(|s| {
+                list.iter().map(move |v| {
+                    let mut next = s.clone();
+                    let shown = match v {
+                        Value::String(text) => text.clone(),
+                        // Learning rates as 2e-5, not 0.00002.
+                        Value::Number(n)
+                            if n.as_f64().is_some_and(|f| f != 0.0 && f.abs() < 1e-2) =>
+                        {
+                            format!("{:e}", n.as_f64().unwrap_or_default())
+                        }
+                        other => other.to_string(),
+                    };
+                    let sep = if next.name.is_empty() { "" } else { "_" };
+                    next.name = format!("{}{sep}{}{shown}", next.name, abbreviation(key));
+                    next.values.insert(key.clone(), v.clone());
+                    next
+                })
+            })
+            .collect();
+    }
+    if grid.len() == 1 && grid[0].values.is_empty() {
+        bail!("the sweep file has no list of values to sweep");
+    }
+    Ok((grid, seeds))
 }
 
 fn results_of(dir: &Path) -> Option<Map<String, Value>> {
@@ -163,6 +233,15 @@ fn missing_data(data_dir: &Path, task: Task) -> Option<String> {
     None
 }
 
+/// `DIR/<task>/seed-<seed>`, or `DIR/<task>/<setting>/seed-<seed>` in a sweep.
+fn run_dir(root: &Path, task: Task, setting: Option<&str>, seed: u64) -> PathBuf {
+    let mut dir = root.join(task.name());
+    if let Some(name) = setting {
+        dir.push(name);
+    }
+    dir.join(format!("seed-{seed}"))
+}
+
 fn hms(seconds: f64) -> String {
     let s = seconds.round() as u64;
     format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
@@ -191,22 +270,54 @@ pub fn suite(args: &SuiteArgs) -> Result<()> {
         Some(path) => train_cmds::config_map(path)?,
         None => Map::new(),
     };
+    let (grid, swept_seeds) = match &args.sweep {
+        Some(path) => {
+            let (grid, seeds) = settings(&train_cmds::config_map(path)?)?;
+            (grid, seeds)
+        }
+        None => (
+            vec![Setting {
+                name: "default".into(),
+                values: Map::new(),
+            }],
+            None,
+        ),
+    };
+    let seeds = swept_seeds.unwrap_or_else(|| args.seeds.clone());
+    // A swept value set by a flag too would make every setting the same run.
+    let flags = serde_json::to_value(&args.training)?;
+    for key in grid[0].values.keys() {
+        if !flags[key.as_str()].is_null() {
+            bail!(
+                "`{key}` is swept and also given as --{}; drop one",
+                key.replace('_', "-")
+            );
+        }
+    }
+    let swept = args.sweep.is_some();
     let root = args
         .training
         .output_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("output/suite"));
     let _lock = train_loop::OutputLock::acquire(&root)?;
-    let runs: Vec<(Task, u64)> = tasks
+    let runs: Vec<(Task, usize, u64)> = tasks
         .iter()
-        .flat_map(|&t| args.seeds.iter().map(move |&s| (t, s)))
+        .flat_map(|&t| (0..grid.len()).map(move |p| (t, p)))
+        .flat_map(|(t, p)| seeds.iter().map(move |&s| (t, p, s)))
         .collect();
     let started = Instant::now();
     let mut trained = 0usize;
     let mut outcomes = Vec::with_capacity(runs.len());
-    for (i, &(task, seed)) in runs.iter().enumerate() {
-        let dir = root.join(task.name()).join(format!("seed-{seed}"));
-        let label = format!("[{}/{}] {task} seed {seed}", i + 1, runs.len());
+    for (i, &(task, p, seed)) in runs.iter().enumerate() {
+        let setting = &grid[p];
+        let dir = run_dir(&root, task, swept.then_some(setting.name.as_str()), seed);
+        let shown = if swept {
+            format!(" {}", setting.name)
+        } else {
+            String::new()
+        };
+        let label = format!("[{}/{}] {task}{shown} seed {seed}", i + 1, runs.len());
         if let Some(results) = results_of(&dir) {
             eprintln!("{label}: finished before, skipped");
             outcomes.push(Outcome::Done(results));
@@ -243,7 +354,11 @@ pub fn suite(args: &SuiteArgs) -> Result<()> {
             model: args.model.clone(),
             device: args.device.clone(),
             config: None,
-            base: base_args(task, &config),
+            base: {
+                let mut base = base_args(task, &config);
+                base.extend(setting.values.clone());
+                base
+            },
             resume_from_checkpoint: resume.then(|| "latest".to_string()),
             resume_with_changed_args: false,
             training,
@@ -262,7 +377,8 @@ pub fn suite(args: &SuiteArgs) -> Result<()> {
             }
         }
     }
-    let table = SuiteTable::new(&tasks, &args.seeds, &runs, &outcomes);
+    let names: Vec<String> = grid.iter().map(|s| s.name.clone()).collect();
+    let table = SuiteTable::new(&tasks, &names, &seeds, &runs, &outcomes);
     println!("{}", table.markdown());
     table.write(&root)?;
     if let Some(choice) = args.submission {
@@ -271,7 +387,8 @@ pub fn suite(args: &SuiteArgs) -> Result<()> {
     let failed: Vec<String> = runs
         .iter()
         .zip(&outcomes)
-        .filter_map(|((task, seed), o)| match o {
+        .filter_map(|((task, p, seed), o)| match o {
+            Outcome::Failed(_) if swept => Some(format!("{task} {} seed {seed}", grid[*p].name)),
             Outcome::Failed(_) => Some(format!("{task} seed {seed}")),
             _ => None,
         })
@@ -323,18 +440,26 @@ fn write_submission(
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut left_out = Vec::new();
-    for row in &table.rows {
-        let Some(seed) = pick_seed(&row.seed_scores, choice) else {
-            left_out.push(format!("{} (no finished run)", row.task));
+    let mut tasks: Vec<Task> = table.rows.iter().map(|r| r.task).collect();
+    tasks.dedup();
+    for task in tasks {
+        let row = table.rows.iter().find(|r| r.task == task && r.chosen);
+        let Some((row, seed)) = row.and_then(|r| Some((r, pick_seed(&r.seed_scores, choice)?)))
+        else {
+            left_out.push(format!("{task} (no finished run)"));
             continue;
         };
-        let run_dir = root.join(row.task.name()).join(format!("seed-{seed}"));
+        let setting = table.swept.then_some(row.setting.as_str());
+        let run_dir = run_dir(root, task, setting, seed);
         let saved: Value = serde_json::from_str(
             &std::fs::read_to_string(run_dir.join("training_args.json")).unwrap_or_default(),
         )
         .unwrap_or_default();
         let max_seq_length = saved["max_seq_length"].as_u64().unwrap_or(128) as usize;
-        eprintln!("submission: {} from seed {seed}", row.task);
+        eprintln!(
+            "submission: {task} from {}seed {seed}",
+            setting.map_or(String::new(), |s| format!("{s} "))
+        );
         let predict = PredictArgs {
             data: DataArgs {
                 task: row.task.name().to_string(),
@@ -376,261 +501,9 @@ fn write_submission(
     Ok(())
 }
 
-/// Median, mean and sample standard deviation of one metric over seeds.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Summary {
-    pub median: f64,
-    pub mean: f64,
-    pub std: f64,
-    pub n: usize,
-}
-
-impl Summary {
-    pub fn of(values: &[f64]) -> Option<Summary> {
-        if values.is_empty() {
-            return None;
-        }
-        let mut v = values.to_vec();
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        let median = if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        };
-        let mean = v.iter().sum::<f64>() / n as f64;
-        let std = if n > 1 {
-            (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
-        } else {
-            0.0
-        };
-        Some(Summary {
-            median,
-            mean,
-            std,
-            n,
-        })
-    }
-}
-
-/// Result keys of one task: its GLUE metrics, MNLI's also on the mismatched set.
-fn metric_keys(task: Task) -> Vec<String> {
-    let spec = task.spec();
-    let suffixes: Vec<&str> = if spec.eval_splits.len() > 1 {
-        vec!["", "_mm"]
-    } else {
-        vec![""]
-    };
-    suffixes
-        .iter()
-        .flat_map(|s| {
-            spec.metrics
-                .iter()
-                .map(move |m: &Metric| format!("eval_{}{s}", m.name()))
-        })
-        .collect()
-}
-
-struct TaskRow {
-    task: Task,
-    /// (result key, summary over the seeds that finished)
-    metrics: Vec<(String, Summary)>,
-    /// The GLUE task score: unweighted mean of its metrics (x100), median over seeds.
-    score: Option<f64>,
-    /// Each finished seed's task score (x100).
-    seed_scores: Vec<(u64, f64)>,
-    finished: usize,
-    notes: Vec<String>,
-}
-
-struct SuiteTable {
-    seeds: Vec<u64>,
-    rows: Vec<TaskRow>,
-}
-
-impl SuiteTable {
-    fn new(tasks: &[Task], seeds: &[u64], runs: &[(Task, u64)], outcomes: &[Outcome]) -> Self {
-        let rows = tasks
-            .iter()
-            .map(|&task| {
-                let keys = metric_keys(task);
-                let mine = runs.iter().zip(outcomes).filter(|((t, _), _)| *t == task);
-                let mut per_key: Vec<Vec<f64>> = vec![Vec::new(); keys.len()];
-                let mut scores = Vec::new();
-                let mut notes = Vec::new();
-                let mut finished = 0;
-                for ((_, seed), outcome) in mine {
-                    match outcome {
-                        Outcome::Done(results) => {
-                            let values: Vec<Option<f64>> =
-                                keys.iter().map(|k| results.get(k)?.as_f64()).collect();
-                            for (acc, v) in per_key.iter_mut().zip(&values) {
-                                acc.extend(v);
-                            }
-                            if values.iter().all(Option::is_some) && !values.is_empty() {
-                                let sum: f64 = values.iter().flatten().sum();
-                                scores.push((*seed, 100.0 * sum / values.len() as f64));
-                            }
-                            finished += 1;
-                        }
-                        Outcome::Failed(m) => notes.push(format!("seed {seed} failed: {m}")),
-                        Outcome::Skipped(m) => {
-                            if !notes.contains(m) {
-                                notes.push(m.clone());
-                            }
-                        }
-                    }
-                }
-                TaskRow {
-                    task,
-                    metrics: keys
-                        .into_iter()
-                        .zip(per_key)
-                        .filter_map(|(k, v)| Some((k, Summary::of(&v)?)))
-                        .collect(),
-                    score: Summary::of(&scores.iter().map(|(_, s)| *s).collect::<Vec<_>>())
-                        .map(|s| s.median),
-                    seed_scores: scores,
-                    finished,
-                    notes,
-                }
-            })
-            .collect();
-        SuiteTable {
-            seeds: seeds.to_vec(),
-            rows,
-        }
-    }
-
-    /// Mean of the task scores over the tasks that have one, and how many those are.
-    fn glue_average(&self) -> Option<(f64, usize)> {
-        let scores: Vec<f64> = self.rows.iter().filter_map(|r| r.score).collect();
-        (!scores.is_empty()).then(|| {
-            (
-                scores.iter().sum::<f64>() / scores.len() as f64,
-                scores.len(),
-            )
-        })
-    }
-
-    fn markdown(&self) -> String {
-        let mut out = String::from(
-            "| task | runs | metric | median | mean ± std | task score |\n|---|---|---|---|---|---|\n",
-        );
-        for row in &self.rows {
-            let runs = format!("{}/{}", row.finished, self.seeds.len());
-            let score = row.score.map_or("-".into(), |s| format!("{s:.2}"));
-            if row.metrics.is_empty() {
-                let why = row.notes.first().map_or("no finished run", String::as_str);
-                out += &format!("| {} | {runs} | - | - | - | - ({why}) |\n", row.task);
-            }
-            for (i, (key, s)) in row.metrics.iter().enumerate() {
-                let metric = key.trim_start_matches("eval_");
-                let first = i == 0;
-                out += &format!(
-                    "| {} | {} | {metric} | {:.2} | {:.2} ± {:.2} | {} |\n",
-                    if first { row.task.name() } else { "" },
-                    if first { runs.as_str() } else { "" },
-                    100.0 * s.median,
-                    100.0 * s.mean,
-                    100.0 * s.std,
-                    if first { score.as_str() } else { "" },
-                );
-            }
-        }
-        match self.glue_average() {
-            Some((avg, n)) => {
-                let of = if n == GLUE_TASKS.len() {
-                    String::new()
-                } else {
-                    format!(" (over {n} of 9 tasks)")
-                };
-                out += &format!("| **GLUE average**{of} | | | | | **{avg:.2}** |\n");
-            }
-            None => out += "| **GLUE average** | | | | | - |\n",
-        }
-        out
-    }
-
-    fn csv(&self) -> String {
-        let mut out = String::from("task,metric,runs,median,mean,std,task_score\n");
-        for row in &self.rows {
-            for (key, s) in &row.metrics {
-                out += &format!(
-                    "{},{},{},{},{},{},{}\n",
-                    row.task,
-                    key.trim_start_matches("eval_"),
-                    s.n,
-                    s.median,
-                    s.mean,
-                    s.std,
-                    row.score.map_or(String::new(), |v| (v / 100.0).to_string())
-                );
-            }
-        }
-        out
-    }
-
-    fn json(&self) -> Value {
-        let tasks: Map<String, Value> = self
-            .rows
-            .iter()
-            .map(|row| {
-                let metrics: Map<String, Value> = row
-                    .metrics
-                    .iter()
-                    .map(|(k, s)| {
-                        let v = serde_json::json!({
-                            "median": s.median, "mean": s.mean, "std": s.std, "runs": s.n,
-                        });
-                        (k.trim_start_matches("eval_").to_string(), v)
-                    })
-                    .collect();
-                let v = serde_json::json!({
-                    "finished_runs": row.finished,
-                    "metrics": metrics,
-                    "task_score": row.score.map(|s| s / 100.0),
-                    "notes": row.notes,
-                });
-                (row.task.name().to_string(), v)
-            })
-            .collect();
-        let average = self.glue_average();
-        serde_json::json!({
-            "seeds": self.seeds,
-            "tasks": tasks,
-            "glue_average": average.map(|(a, _)| a / 100.0),
-            "glue_average_tasks": average.map_or(0, |(_, n)| n),
-        })
-    }
-
-    fn write(&self, root: &Path) -> Result<()> {
-        let json = serde_json::to_string_pretty(&self.json())? + "\n";
-        for (name, text) in [
-            ("suite_results.json", json),
-            ("suite_results.csv", self.csv()),
-            ("suite_results.md", self.markdown()),
-        ] {
-            write_atomically(&root.join(name), |o| Ok(o.write_all(text.as_bytes())?))?;
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn summary_matches_numpy() {
-        // numpy: median 0.8, mean 0.7666..., std(ddof=1) 0.0577350...
-        let s = Summary::of(&[0.7, 0.8, 0.8]).unwrap();
-        assert_eq!(s.median, 0.8);
-        assert!((s.mean - 0.766_666_666_666_666_7).abs() < 1e-12);
-        assert!((s.std - 0.057_735_026_918_962_58).abs() < 1e-12);
-        assert_eq!(Summary::of(&[1.0, 2.0]).unwrap().median, 1.5);
-        assert!(Summary::of(&[]).is_none());
-    }
 
     #[test]
     fn config_tables_override_per_task() {
@@ -656,11 +529,23 @@ mod tests {
     }
 
     #[test]
-    fn mnli_is_scored_on_both_sets() {
+    fn a_sweep_is_the_grid_of_its_lists() {
+        let sweep: Map<String, Value> = serde_json::from_str(
+            r#"{"learning_rate": [2e-5, 5e-5], "per_device_train_batch_size": [16, 32], "seeds": [1, 2]}"#,
+        )
+        .unwrap();
+        let (grid, seeds) = settings(&sweep).unwrap();
+        let names: Vec<&str> = grid.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
-            metric_keys(Task::Mnli),
-            ["eval_accuracy", "eval_accuracy_mm"]
+            names,
+            ["lr2e-5_bs16", "lr2e-5_bs32", "lr5e-5_bs16", "lr5e-5_bs32"]
         );
-        assert_eq!(metric_keys(Task::Mrpc), ["eval_accuracy", "eval_f1"]);
+        assert_eq!(grid[3].values["learning_rate"], 5e-5);
+        assert_eq!(grid[3].values["per_device_train_batch_size"], 32);
+        assert_eq!(seeds, Some(vec![1, 2]));
+        let scalar: Map<String, Value> =
+            serde_json::from_str(r#"{"learning_rate": 2e-5}"#).unwrap();
+        let e = settings(&scalar).unwrap_err().to_string();
+        assert!(e.contains("`learning_rate` must be a list"), "{e}");
     }
 }

@@ -79,7 +79,9 @@ fn small_suite_table_rerun_and_missing_task() {
             .collect();
         let mean = (accs[0] + accs[1]) / 2.0;
         let std = (accs[0] - accs[1]).abs() / 2f64.sqrt();
-        let m = &table["tasks"][task]["metrics"]["accuracy"];
+        let default = &table["tasks"][task]["settings"]["default"];
+        assert_eq!(table["tasks"][task]["chosen_setting"], "default");
+        let m = &default["metrics"]["accuracy"];
         assert_eq!(m["runs"], 2, "{table}");
         assert!(
             (m["median"].as_f64().unwrap() - mean).abs() < 1e-12,
@@ -90,7 +92,7 @@ fn small_suite_table_rerun_and_missing_task() {
             "{table}"
         );
         assert!((m["std"].as_f64().unwrap() - std).abs() < 1e-12, "{table}");
-        assert!((table["tasks"][task]["task_score"].as_f64().unwrap() - mean).abs() < 1e-12);
+        assert!((default["task_score"].as_f64().unwrap() - mean).abs() < 1e-12);
         task_scores.push(mean);
         // Each run is an ordinary run folder with its seed.
         let args = json(&out.join(task).join("seed-43/training_args.json"));
@@ -100,7 +102,10 @@ fn small_suite_table_rerun_and_missing_task() {
     let average = (task_scores[0] + task_scores[1]) / 2.0;
     assert!((table["glue_average"].as_f64().unwrap() - average).abs() < 1e-12);
     assert_eq!(table["glue_average_tasks"], 2);
-    assert_eq!(table["tasks"]["qqp"]["finished_runs"], 0);
+    assert_eq!(
+        table["tasks"]["qqp"]["settings"]["default"]["finished_runs"],
+        0
+    );
     let csv = fs::read_to_string(out.join("suite_results.csv")).unwrap();
     assert_eq!(csv.lines().count(), 3, "{csv}");
     let md = fs::read_to_string(out.join("suite_results.md")).unwrap();
@@ -215,7 +220,7 @@ fn a_failing_run_is_reported_and_the_others_go_on() {
     );
     assert!(wnli.starts_with("index\tprediction\n0\t"));
     let table = json(&out.join("suite_results.json"));
-    assert!(table["tasks"]["rte"]["notes"][0]
+    assert!(table["tasks"]["rte"]["settings"]["default"]["notes"][0]
         .as_str()
         .unwrap()
         .contains("adam-beta1"));
@@ -240,4 +245,47 @@ fn run_task_all_is_the_suite_and_says_when_nothing_can_run() {
         log.contains("error: no run could start: the data is missing in"),
         "{log}"
     );
+}
+
+#[test]
+fn a_sweep_runs_the_grid_and_picks_the_best_setting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("suite");
+    let sweep = tmp.path().join("sweep.toml");
+    fs::write(&sweep, "learning_rate = [1e-5, 1e-3]\n").unwrap();
+    let o = suite(
+        &out,
+        &["--tasks", "wnli", "--seeds", "1", "--max-steps", "2"],
+    )
+    .arg("--sweep")
+    .arg(&sweep)
+    .output()
+    .unwrap();
+    let log = text(&o);
+    assert!(o.status.success(), "{log}");
+    let acc = |setting: &str| {
+        let r = json(&out.join(format!("wnli/{setting}/seed-1/all_results.json")));
+        r["eval_accuracy"].as_f64().unwrap()
+    };
+    let args = json(&out.join("wnli/lr1e-3/seed-1/training_args.json"));
+    assert_eq!(args["learning_rate"], 1e-3);
+    let (low, high) = (acc("lr1e-5"), acc("lr1e-3"));
+    let want = if high > low { "lr1e-3" } else { "lr1e-5" };
+    let table = json(&out.join("suite_results.json"));
+    assert_eq!(table["tasks"]["wnli"]["chosen_setting"], want, "{table}");
+    assert!((table["glue_average"].as_f64().unwrap() - low.max(high)).abs() < 1e-12);
+    let md = fs::read_to_string(out.join("suite_results.md")).unwrap();
+    assert!(
+        md.contains("| setting |") && md.contains("(chosen)"),
+        "{md}"
+    );
+
+    // A swept argument given as a flag too is refused before anything runs.
+    let o = suite(&out, &["--tasks", "wnli", "--learning-rate", "2e-5"])
+        .arg("--sweep")
+        .arg(&sweep)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("`learning_rate` is swept and also given as --learning-rate"));
 }
