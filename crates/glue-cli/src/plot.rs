@@ -103,3 +103,59 @@ pub fn training_curves(history: &[LogEntry], metric_key: &str) -> String {
     out.push_str("</svg>\n");
     out
 }
+
+/// One column of the suite figure: a task (and its chosen setting), the task score
+/// of each seed, and their median.
+pub struct SuiteColumn {
+    pub label: String,
+    pub seed_scores: Vec<f64>,
+    pub median: Option<f64>,
+}
+
+/// Task scores (0-100) per task: seeds as points, the median as a bar.
+pub fn suite_figure(columns: &[SuiteColumn]) -> String {
+    let width = (PAD * 2.0 + 90.0 * columns.len() as f64).max(W / 2.0);
+    let h = H - 2.0 * PAD;
+    let y = |v: f64| PAD + h - h * v.clamp(0.0, 100.0) / 100.0;
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{H}\" viewBox=\"0 0 {width} {H}\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{PAD}\" y=\"{}\" font-family=\"sans-serif\" font-size=\"13\">task score (seeds as points, median as bar)</text>\n",
+        PAD - 14.0
+    );
+    for v in [0.0, 50.0, 100.0] {
+        out.push_str(&format!(
+            "<line x1=\"{PAD}\" x2=\"{:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#ddd\"/>\n\
+             <text x=\"8\" y=\"{:.1}\" font-family=\"sans-serif\" font-size=\"11\">{v}</text>\n",
+            width - PAD,
+            y(v),
+            y(v),
+            y(v) + 4.0
+        ));
+    }
+    for (i, c) in columns.iter().enumerate() {
+        let x = PAD + 90.0 * i as f64 + 45.0;
+        if let Some(m) = c.median {
+            out.push_str(&format!(
+                "<line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"black\" stroke-width=\"3\"/>\n",
+                x - 20.0,
+                x + 20.0,
+                y(m),
+                y(m)
+            ));
+        }
+        for (k, s) in c.seed_scores.iter().enumerate() {
+            out.push_str(&format!(
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"#1f77b4\" fill-opacity=\"0.7\"/>\n",
+                x - 8.0 + 8.0 * (k % 3) as f64,
+                y(*s)
+            ));
+        }
+        out.push_str(&format!(
+            "<text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-family=\"sans-serif\" font-size=\"11\">{}</text>\n",
+            H - PAD + 16.0,
+            c.label
+        ));
+    }
+    out.push_str("</svg>\n");
+    out
+}

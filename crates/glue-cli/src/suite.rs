@@ -59,6 +59,10 @@ pub struct SuiteArgs {
     /// the setting with the best median task score per task.
     #[arg(long)]
     sweep: Option<PathBuf>,
+    /// Another suite's output folder: print (and write to DIR/compare.md) the task
+    /// scores and GLUE average side by side with it.
+    #[arg(long)]
+    compare: Option<PathBuf>,
     /// Also predict each task's test set(s) with its median (or best) seed by task
     /// score, AX with the MNLI model, and zip them for the GLUE server:
     /// DIR/submission.zip (files checked for names, row counts and labels).
@@ -87,6 +91,7 @@ impl SuiteArgs {
             device: run.device.clone(),
             config: run.config.clone(),
             sweep: None,
+            compare: None,
             submission: None,
             training,
         })
@@ -295,6 +300,23 @@ pub fn suite(args: &SuiteArgs) -> Result<()> {
         }
     }
     let swept = args.sweep.is_some();
+    // Read before any run: a wrong path should not wait for the whole suite.
+    let theirs: Option<Value> = match &args.compare {
+        Some(other) => {
+            let path = other.join("suite_results.json");
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "--compare: cannot read {}; pass the output folder of another suite",
+                    path.display()
+                )
+            })?;
+            Some(
+                serde_json::from_str(&text)
+                    .with_context(|| format!("--compare: {} is not valid JSON", path.display()))?,
+            )
+        }
+        None => None,
+    };
     let root = args
         .training
         .output_dir
@@ -381,6 +403,13 @@ pub fn suite(args: &SuiteArgs) -> Result<()> {
     let table = SuiteTable::new(&tasks, &names, &seeds, &runs, &outcomes);
     println!("{}", table.markdown());
     table.write(&root)?;
+    if let (Some(other), Some(theirs)) = (&args.compare, &theirs) {
+        let comparison = table.compare(theirs, &other.display().to_string());
+        println!("{comparison}");
+        crate::output::write_atomically(&root.join("compare.md"), |o| {
+            Ok(o.write_all(comparison.as_bytes())?)
+        })?;
+    }
     if let Some(choice) = args.submission {
         write_submission(args, &root, &table, choice)?;
     }

@@ -9,6 +9,7 @@ use glue_data::Task;
 use serde_json::{Map, Value};
 
 use crate::output::write_atomically;
+use crate::plot::{suite_figure, SuiteColumn};
 
 /// The number of GLUE tasks the leaderboard averages over.
 pub const GLUE_TASK_COUNT: usize = 9;
@@ -333,12 +334,68 @@ impl SuiteTable {
         })
     }
 
+    /// The chosen setting of every task that has one.
+    fn chosen(&self) -> impl Iterator<Item = &Row> {
+        self.rows.iter().filter(|r| r.chosen)
+    }
+
+    fn figure(&self) -> String {
+        let columns: Vec<SuiteColumn> = self
+            .chosen()
+            .map(|r| SuiteColumn {
+                label: if self.swept {
+                    format!("{} {}", r.task, r.setting)
+                } else {
+                    r.task.name().to_string()
+                },
+                seed_scores: r.seed_scores.iter().map(|(_, s)| *s).collect(),
+                median: r.score,
+            })
+            .collect();
+        suite_figure(&columns)
+    }
+
+    /// Task scores and GLUE average side by side with another suite's results
+    /// (`suite_results.json` of `other`), chosen settings on both sides.
+    pub fn compare(&self, other: &Value, other_name: &str) -> String {
+        let mut out =
+            format!("| task | this suite | {other_name} | difference |\n|---|---|---|---|\n");
+        let theirs = |task: &str| -> Option<f64> {
+            let t = &other["tasks"][task];
+            let setting = t["chosen_setting"].as_str()?;
+            Some(100.0 * t["settings"][setting]["task_score"].as_f64()?)
+        };
+        let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+        for row in self.chosen() {
+            let (mine, other) = (row.score, theirs(row.task.name()));
+            let diff = mine.zip(other).map(|(a, b)| format!("{:+.2}", a - b));
+            out += &format!(
+                "| {} | {} | {} | {} |\n",
+                row.task,
+                cell(mine),
+                cell(other),
+                diff.unwrap_or("-".into())
+            );
+        }
+        let mine = self.glue_average().map(|(a, _)| a);
+        let other = other["glue_average"].as_f64().map(|a| 100.0 * a);
+        let diff = mine.zip(other).map(|(a, b)| format!("{:+.2}", a - b));
+        out += &format!(
+            "| **GLUE average** | {} | {} | {} |\n",
+            cell(mine),
+            cell(other),
+            diff.unwrap_or("-".into())
+        );
+        out
+    }
+
     pub fn write(&self, root: &Path) -> Result<()> {
         let json = serde_json::to_string_pretty(&self.json())? + "\n";
         for (name, text) in [
             ("suite_results.json", json),
             ("suite_results.csv", self.csv()),
             ("suite_results.md", self.markdown()),
+            ("suite_scores.svg", self.figure()),
         ] {
             write_atomically(&root.join(name), |o| Ok(o.write_all(text.as_bytes())?))?;
         }
@@ -398,5 +455,18 @@ mod tests {
         let json = t.json();
         assert_eq!(json["tasks"]["mrpc"]["chosen_setting"], "lr5e-05");
         assert!(t.markdown().contains("| mrpc | lr5e-05 | 2/2 | accuracy |"));
+        // Against a suite whose chosen MRPC score is 0.8: +10 points.
+        let other = serde_json::json!({
+            "tasks": {"mrpc": {"chosen_setting": "default",
+                               "settings": {"default": {"task_score": 0.8}}}},
+            "glue_average": 0.8,
+        });
+        let cmp = t.compare(&other, "other");
+        assert!(cmp.contains("| mrpc | 90.00 | 80.00 | +10.00 |"), "{cmp}");
+        assert!(
+            cmp.contains("| **GLUE average** | 90.00 | 80.00 | +10.00 |"),
+            "{cmp}"
+        );
+        assert!(t.figure().contains("mrpc lr5e-05"));
     }
 }

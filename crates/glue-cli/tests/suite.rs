@@ -280,6 +280,44 @@ fn a_sweep_runs_the_grid_and_picks_the_best_setting() {
         "{md}"
     );
 
+    assert!(fs::read_to_string(out.join("suite_scores.svg"))
+        .unwrap()
+        .contains("wnli lr1e-"));
+
+    // A second suite (the recipe's learning rate) side by side with the sweep.
+    let plain = tmp.path().join("plain");
+    let o = suite(
+        &plain,
+        &["--tasks", "wnli", "--seeds", "1", "--max-steps", "2"],
+    )
+    .arg("--compare")
+    .arg(&out)
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let plain_acc = json(&plain.join("wnli/seed-1/all_results.json"))["eval_accuracy"]
+        .as_f64()
+        .unwrap();
+    let best = low.max(high);
+    let row = format!(
+        "| wnli | {:.2} | {:.2} | {:+.2} |",
+        100.0 * plain_acc,
+        100.0 * best,
+        100.0 * (plain_acc - best)
+    );
+    let compare = fs::read_to_string(plain.join("compare.md")).unwrap();
+    assert!(compare.contains(&row), "{compare}\nwanted {row}");
+    let o = suite(
+        &plain,
+        &["--tasks", "wnli", "--seeds", "1", "--max-steps", "2"],
+    )
+    .arg("--compare")
+    .arg(tmp.path().join("nowhere"))
+    .output()
+    .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("--compare: cannot read"));
+
     // A swept argument given as a flag too is refused before anything runs.
     let o = suite(&out, &["--tasks", "wnli", "--learning-rate", "2e-5"])
         .arg("--sweep")
