@@ -3,6 +3,7 @@
 
 mod data_cmds;
 mod output;
+mod parallel;
 mod plot;
 mod report;
 mod submission;

@@ -15,6 +15,7 @@ use glue_data::Task;
 use serde_json::{Map, Value};
 use train_loop::checkpoint;
 
+use crate::parallel;
 use crate::submission;
 use crate::suite_table::{Outcome, SuiteTable};
 use crate::train_cmds::{self, InferenceArgs, PredictArgs, RunArgs, TrainingFlags};
@@ -63,6 +64,10 @@ pub struct SuiteArgs {
     /// scores and GLUE average side by side with it.
     #[arg(long)]
     compare: Option<PathBuf>,
+    /// Runs at once, each in its own process: pinned to its own GPU when several are
+    /// visible, else given its share of the CPU cores (never more runs than cores).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    parallel: u64,
     /// Also predict each task's test set(s) with its median (or best) seed by task
     /// score, AX with the MNLI model, and zip them for the GLUE server:
     /// DIR/submission.zip (files checked for names, row counts and labels).
@@ -92,6 +97,7 @@ impl SuiteArgs {
             config: run.config.clone(),
             sweep: None,
             compare: None,
+            parallel: 1,
             submission: None,
             training,
         })
@@ -210,7 +216,17 @@ fn settings(sweep: &Map<String, Value>) -> Result<(Vec<Setting>, Option<Vec<u64>
     Ok((grid, seeds))
 }
 
-fn results_of(dir: &Path) -> Option<Map<String, Value>> {
+/// A run the suite has to train (or resume).
+pub struct Job {
+    /// Position in the suite's run list.
+    pub index: usize,
+    /// `[i/n] task [setting] seed s`, for progress lines.
+    pub label: String,
+    pub dir: PathBuf,
+    pub run: RunArgs,
+}
+
+pub fn results_of(dir: &Path) -> Option<Map<String, Value>> {
     let text = std::fs::read_to_string(dir.join("all_results.json")).ok()?;
     serde_json::from_str(&text).ok()
 }
@@ -329,8 +345,8 @@ pub fn suite(args: &SuiteArgs) -> Result<()> {
         .flat_map(|(t, p)| seeds.iter().map(move |&s| (t, p, s)))
         .collect();
     let started = Instant::now();
-    let mut trained = 0usize;
-    let mut outcomes = Vec::with_capacity(runs.len());
+    let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(runs.len());
+    let mut jobs = Vec::new();
     for (i, &(task, p, seed)) in runs.iter().enumerate() {
         let setting = &grid[p];
         let dir = run_dir(&root, task, swept.then_some(setting.name.as_str()), seed);
@@ -342,63 +358,88 @@ pub fn suite(args: &SuiteArgs) -> Result<()> {
         let label = format!("[{}/{}] {task}{shown} seed {seed}", i + 1, runs.len());
         if let Some(results) = results_of(&dir) {
             eprintln!("{label}: finished before, skipped");
-            outcomes.push(Outcome::Done(results));
+            outcomes.push(Some(Outcome::Done(results)));
             continue;
         }
         if let Some(why) = missing_data(&args.data_dir, task) {
             eprintln!("{label}: not run: {why}");
-            outcomes.push(Outcome::Skipped(why));
+            outcomes.push(Some(Outcome::Skipped(why)));
             continue;
         }
+        outcomes.push(None);
+        let mut training = args.training.clone();
+        training.output_dir = Some(dir.clone());
+        training.seed = Some(seed);
+        let mut base = base_args(task, &config);
+        base.extend(setting.values.clone());
         let resume = !checkpoint::list(&dir).is_empty();
-        let eta = if trained > 0 {
-            let left = runs.len() - i;
+        jobs.push(Job {
+            index: i,
+            label,
+            dir,
+            run: RunArgs {
+                data: DataArgs {
+                    task: task.name().to_string(),
+                    data_dir: args.data_dir.clone(),
+                },
+                model: args.model.clone(),
+                device: args.device.clone(),
+                config: None,
+                base,
+                resume_from_checkpoint: resume.then(|| "latest".to_string()),
+                resume_with_changed_args: false,
+                training,
+            },
+        });
+    }
+    let slots = parallel::slots(args.parallel, &args.device)?;
+    let total = jobs.len();
+    // Runs finished per second so far, parallel or not, predicts the rest.
+    let progress = |done: usize| {
+        let elapsed = started.elapsed().as_secs_f64();
+        let eta = if done > 0 {
             format!(
                 ", ETA {}",
-                hms(started.elapsed().as_secs_f64() / trained as f64 * left as f64)
+                hms(elapsed * (total - done) as f64 / done as f64)
             )
         } else {
             String::new()
         };
-        eprintln!(
-            "{label}: {} (suite elapsed {}{eta})",
-            if resume { "resuming" } else { "training" },
-            hms(started.elapsed().as_secs_f64())
-        );
-        let mut training = args.training.clone();
-        training.output_dir = Some(dir.clone());
-        training.seed = Some(seed);
-        let run = RunArgs {
-            data: DataArgs {
-                task: task.name().to_string(),
-                data_dir: args.data_dir.clone(),
-            },
-            model: args.model.clone(),
-            device: args.device.clone(),
-            config: None,
-            base: {
-                let mut base = base_args(task, &config);
-                base.extend(setting.values.clone());
-                base
-            },
-            resume_from_checkpoint: resume.then(|| "latest".to_string()),
-            resume_with_changed_args: false,
-            training,
-        };
-        match train_cmds::run(&run) {
-            Ok(()) => {
-                trained += 1;
-                let results = results_of(&dir)
-                    .with_context(|| format!("{} has no all_results.json", dir.display()))?;
-                outcomes.push(Outcome::Done(results));
-            }
-            Err(e) => {
-                let message = format!("{e:#}").replace('\n', " ");
-                eprintln!("{label}: failed: {message}; the suite goes on");
-                outcomes.push(Outcome::Failed(message));
-            }
+        format!("suite elapsed {}{eta}", hms(elapsed))
+    };
+    let finished: Vec<(usize, Outcome)> = if slots.len() > 1 {
+        parallel::run_all(&jobs, &slots, &progress)?
+    } else {
+        let mut finished = Vec::new();
+        for job in &jobs {
+            let verb = if job.run.resume_from_checkpoint.is_some() {
+                "resuming"
+            } else {
+                "training"
+            };
+            eprintln!("{}: {verb} ({})", job.label, progress(finished.len()));
+            let outcome =
+                match train_cmds::run(&job.run) {
+                    Ok(()) => Outcome::Done(results_of(&job.dir).with_context(|| {
+                        format!("{} has no all_results.json", job.dir.display())
+                    })?),
+                    Err(e) => {
+                        let message = format!("{e:#}").replace('\n', " ");
+                        eprintln!("{}: failed: {message}; the suite goes on", job.label);
+                        Outcome::Failed(message)
+                    }
+                };
+            finished.push((job.index, outcome));
         }
+        finished
+    };
+    for (index, outcome) in finished {
+        outcomes[index] = Some(outcome);
     }
+    let outcomes: Vec<Outcome> = outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Outcome::Failed("did not run".into())))
+        .collect();
     let names: Vec<String> = grid.iter().map(|s| s.name.clone()).collect();
     let table = SuiteTable::new(&tasks, &names, &seeds, &runs, &outcomes);
     println!("{}", table.markdown());

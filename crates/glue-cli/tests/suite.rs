@@ -327,3 +327,45 @@ fn a_sweep_runs_the_grid_and_picks_the_best_setting() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("`learning_rate` is swept and also given as --learning-rate"));
 }
+
+#[test]
+fn parallel_runs_are_child_processes_with_their_share_of_the_cores() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("suite");
+    let o = suite(
+        &out,
+        &[
+            "--tasks",
+            "wnli",
+            "--seeds",
+            "1,2",
+            "--max-steps",
+            "2",
+            "--parallel",
+            "2",
+        ],
+    )
+    .output()
+    .unwrap();
+    let log = text(&o);
+    assert!(o.status.success(), "{log}");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores >= 2 {
+        assert!(log.contains("wnli seed 2: training on"), "{log}");
+        for seed in [1, 2] {
+            let run_log =
+                fs::read_to_string(out.join(format!("wnli/seed-{seed}/suite-run.log"))).unwrap();
+            assert!(run_log.contains("final evaluation:"), "{run_log}");
+            let args = json(&out.join(format!("wnli/seed-{seed}/training_args.json")));
+            assert_eq!(args["seed"], seed);
+            assert_eq!(args["max_steps"], 2);
+        }
+    } else {
+        eprintln!("one core here: --parallel 2 runs one at a time, in process");
+    }
+    let table = json(&out.join("suite_results.json"));
+    assert_eq!(
+        table["tasks"]["wnli"]["settings"]["default"]["finished_runs"],
+        2
+    );
+}
