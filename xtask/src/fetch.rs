@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -176,29 +176,17 @@ fn sha256_file(path: &Path) -> Result<(String, u64)> {
     Ok((digest.iter().map(|b| format!("{b:02x}")).collect(), bytes))
 }
 
-/// Writes `<target>.part`, syncs it, then renames: a crash never leaves a partial
-/// file under the final name.
+/// Copies `from` to `target` through atomic-fs: a crash never leaves a partial file
+/// under the final name.
 fn copy_atomically(from: &Path, target: &Path) -> Result<()> {
     let dir = target.parent().context("target has no parent")?;
     fs::create_dir_all(dir)?;
-    let tmp = part_path(target);
-    let result = (|| -> io::Result<()> {
-        let mut src = fs::File::open(from)?;
-        let mut dst = fs::File::create(&tmp)?;
-        io::copy(&mut src, &mut dst)?;
-        dst.sync_all()
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("cannot write {}", tmp.display()));
-    }
-    fs::rename(&tmp, target).with_context(|| format!("cannot rename to {}", target.display()))
-}
-
-fn part_path(target: &Path) -> PathBuf {
-    let mut name = target.file_name().unwrap_or_default().to_os_string();
-    name.push(".part");
-    target.with_file_name(name)
+    atomic_fs::write_file(target, |out| -> io::Result<()> {
+        io::copy(&mut fs::File::open(from)?, out)?;
+        Ok(())
+    })
+    .map_err(|f| f.into_inner(|_, e| e))
+    .with_context(|| format!("cannot write {}", target.display()))
 }
 
 fn read_manifest(data_dir: &Path) -> Result<Manifest> {
@@ -239,12 +227,10 @@ fn write_manifest(data_dir: &Path, manifest: &Manifest) -> Result<()> {
         })
         .collect();
     let path = data_dir.join(MANIFEST);
-    let tmp = part_path(&path);
-    let mut file = fs::File::create(&tmp)?;
-    file.write_all(serde_json::to_string_pretty(&value)?.as_bytes())?;
-    file.sync_all()?;
-    fs::rename(&tmp, &path)?;
-    Ok(())
+    let text = serde_json::to_string_pretty(&value)?;
+    atomic_fs::write_file(&path, |out| out.write_all(text.as_bytes()))
+        .map_err(|f| f.into_inner(|_, e| e))
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The hub, through hf-hub's blocking client and its cache (HF_HOME, HF_ENDPOINT,

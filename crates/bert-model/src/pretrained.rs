@@ -227,27 +227,17 @@ impl BertForSequenceClassification {
     }
 
     /// Writes `model.safetensors`, `config.json` and the tokenizer files into `dir`,
-    /// atomically: everything goes to a sibling temp folder that is renamed at the end.
+    /// atomically: everything goes to a sibling temp folder that is synced and renamed
+    /// at the end (an existing `dir` is replaced whole).
     pub fn save_pretrained(&self, dir: &Path) -> Result<()> {
-        let parent = match dir.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        fs::create_dir_all(&parent).map_err(io_error(&parent))?;
-        let name = dir
-            .file_name()
-            .ok_or_else(|| BertError::Input(format!("{}: not a folder name", dir.display())))?
-            .to_string_lossy()
-            .into_owned();
-        let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&tmp);
-        fs::create_dir_all(&tmp).map_err(io_error(&tmp))?;
-        let written = self.write_pretrained(&tmp);
-        if let Err(e) = written {
-            let _ = fs::remove_dir_all(&tmp);
-            return Err(e);
+        if dir.file_name().is_none() {
+            return Err(BertError::Input(format!(
+                "{}: not a folder name",
+                dir.display()
+            )));
         }
-        replace_dir(&tmp, dir)
+        atomic_fs::write_dir(dir, |tmp| self.write_pretrained(tmp))
+            .map_err(|f| f.into_inner(|path, source| BertError::Io { path, source }))
     }
 
     /// Writes the save_pretrained files into an existing folder, not atomically (for
@@ -287,18 +277,4 @@ impl BertForSequenceClassification {
         }
         Ok(())
     }
-}
-
-/// Moves `tmp` to `dir`, replacing an existing folder without a moment where
-/// `dir` holds a mix of old and new files.
-fn replace_dir(tmp: &Path, dir: &Path) -> Result<()> {
-    if dir.exists() {
-        let old = tmp.with_extension("old");
-        fs::rename(dir, &old).map_err(io_error(dir))?;
-        fs::rename(tmp, dir).map_err(io_error(dir))?;
-        let _ = fs::remove_dir_all(&old);
-    } else {
-        fs::rename(tmp, dir).map_err(io_error(dir))?;
-    }
-    Ok(())
 }

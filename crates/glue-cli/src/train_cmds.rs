@@ -273,18 +273,14 @@ fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
     })
 }
 
-/// The model files go into output_dir next to the checkpoints, each renamed into
-/// place; if writing fails (a full disk), nothing of it is left behind.
+/// The model files go into output_dir next to the checkpoints, each synced and
+/// renamed into place; if writing fails (a full disk), nothing of it is left behind.
 fn save_model_into(model: &BertForSequenceClassification, dir: &Path) -> Result<()> {
-    let tmp = dir.join(format!(".tmp-model-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&tmp);
+    let tmp = atomic_fs::temp_path(&dir.join("model"));
     let written = (|| -> Result<()> {
         fs::create_dir_all(&tmp)?;
         model.write_pretrained(&tmp)?;
-        for entry in fs::read_dir(&tmp)? {
-            let entry = entry?;
-            fs::rename(entry.path(), dir.join(entry.file_name()))?;
-        }
+        atomic_fs::publish_files(&tmp, dir)?;
         Ok(())
     })();
     let _ = fs::remove_dir_all(&tmp);

@@ -239,7 +239,7 @@ fn bad_input_is_one_line_and_exit_2() {
         .unwrap()
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().to_string())
-        .filter(|f| f.starts_with(&format!("{name}.tmp-")))
+        .filter(|f| f.contains(&format!("{name}.tmp-")))
         .collect();
     assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
 }

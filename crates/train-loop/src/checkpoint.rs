@@ -47,15 +47,10 @@ pub struct CheckpointParts<'a> {
 /// Writes a complete checkpoint for `state.global_step`, returns its folder.
 pub fn save(output_dir: &Path, parts: &CheckpointParts) -> Result<PathBuf> {
     let target = checkpoint_dir(output_dir, parts.state.global_step);
-    let tmp = output_dir.join(format!(
-        ".tmp-{PREFIX}{}-{}",
-        parts.state.global_step,
-        std::process::id()
-    ));
-    let _ = fs::remove_dir_all(&tmp);
-    fs::create_dir_all(&tmp).map_err(io_error(&tmp))?;
-    let written = (|| -> Result<()> {
-        parts.model.write_pretrained(&tmp)?;
+    // Built under a temporary name, synced, then renamed: a checkpoint folder is
+    // complete or absent, and rewriting one never mixes two versions.
+    atomic_fs::write_dir(&target, |tmp| -> Result<()> {
+        parts.model.write_pretrained(tmp)?;
         let state: Vec<(String, Tensor)> = parts
             .optimizer
             .state()
@@ -81,15 +76,10 @@ pub fn save(output_dir: &Path, parts: &CheckpointParts) -> Result<PathBuf> {
         )?;
         write_json(&tmp.join("trainer_state.json"), parts.state)?;
         write_json(&tmp.join("training_args.json"), parts.args)?;
-        fs::write(tmp.join(COMPLETE_MARKER), b"").map_err(io_error(&tmp))?;
+        fs::write(tmp.join(COMPLETE_MARKER), b"").map_err(io_error(tmp))?;
         Ok(())
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    let _ = fs::remove_dir_all(&target);
-    fs::rename(&tmp, &target).map_err(io_error(&target))?;
+    })
+    .map_err(|f| f.into_inner(|path, source| TrainError::Io { path, source }))?;
     Ok(target)
 }
 
