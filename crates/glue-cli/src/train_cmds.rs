@@ -206,8 +206,16 @@ fn training_args(run: &RunArgs, task: Task) -> Result<TrainingArgs> {
     }
     map.entry("output_dir".to_string())
         .or_insert_with(|| Value::from(format!("output/{}", task.name())));
-    let args: TrainingArgs = serde_json::from_value(Value::Object(map))
-        .map_err(|e| anyhow::anyhow!("invalid training arguments: {e}"))?;
+    // The path names the argument whose value has the wrong type.
+    let args: TrainingArgs = serde_path_to_error::deserialize(Value::Object(map)).map_err(|e| {
+        let key = e.path().to_string();
+        let e = e.into_inner();
+        if key == "." {
+            anyhow::anyhow!("invalid training arguments: {e}")
+        } else {
+            anyhow::anyhow!("invalid training argument `{key}`: {e}")
+        }
+    })?;
     args.validate()?;
     Ok(args)
 }

@@ -429,10 +429,33 @@ fn run_errors_are_one_line_with_exit_2() {
     let mirror = mirror_dir();
     let bad_config = tmp.path().join("typo.toml");
     fs::write(&bad_config, "learning_rat = 1e-5\n").unwrap();
+    let wrong_type = tmp.path().join("wrong-type.toml");
+    fs::write(&wrong_type, "learning_rate = \"fast\"\n").unwrap();
     let metric_dir = tmp.path().join("metric");
     let scratch = tmp.path().join("out");
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["run", "--task", "squad"], "unknown GLUE task `squad`"),
+        // A config key misspelt or of the wrong type is named.
+        (
+            vec![
+                "run",
+                "--task",
+                "mrpc",
+                "--config",
+                bad_config.to_str().unwrap(),
+            ],
+            "invalid training argument `learning_rat`: unknown field `learning_rat`",
+        ),
+        (
+            vec![
+                "run",
+                "--task",
+                "mrpc",
+                "--config",
+                wrong_type.to_str().unwrap(),
+            ],
+            "invalid training argument `learning_rate`: invalid type: string \"fast\"",
+        ),
         (
             vec!["run", "--task", "qqp"],
             "cargo xtask fetch-glue --tasks qqp",
