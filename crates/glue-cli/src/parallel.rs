@@ -70,7 +70,16 @@ fn command(job: &Job, slot: &Slot) -> Result<Command> {
     let config = job.dir.join("suite-run.json");
     let text = serde_json::to_string_pretty(&arguments)?;
     write_atomically(&config, |o| Ok(o.write_all(text.as_bytes())?))?;
-    let mut c = Command::new(std::env::current_exe()?);
+    let exe = std::env::current_exe().context("cannot find the running glue-cli program")?;
+    // A program replaced on disk mid-suite (a rebuild, an upgrade) cannot be started
+    // again; say so instead of a bare "No such file or directory".
+    if !exe.exists() {
+        anyhow::bail!(
+            "cannot start {}: the program was replaced or removed while the suite ran; rerun the suite (finished runs are skipped)",
+            exe.display()
+        );
+    }
+    let mut c = Command::new(exe);
     c.arg("run")
         .args(["--task", &job.run.data.task, "--data-dir"])
         .arg(&job.run.data.data_dir)

@@ -263,15 +263,6 @@ fn encode(pre: &Preprocessor, data_dir: &Path, task: Task, split: &str) -> Resul
     Ok(pre.encode_split(&load_split(data_dir, task, split)?)?)
 }
 
-/// run_glue.py's naming: the first eval split plain, MNLI mismatched with `_mm`.
-fn eval_suffix(index: usize) -> String {
-    if index == 0 {
-        String::new()
-    } else {
-        "_mm".to_string()
-    }
-}
-
 fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value)?;
     write_atomically(path, |out| {
@@ -446,7 +437,7 @@ pub fn run(run: &RunArgs) -> Result<()> {
         .map(|(i, split)| {
             Ok(EvalSet {
                 split: split.to_string(),
-                suffix: eval_suffix(i),
+                suffix: spec.eval_suffix(i).to_string(),
                 data: encode(&pre, &run.data.data_dir, task, split)?,
             })
         })
@@ -498,7 +489,9 @@ pub fn run(run: &RunArgs) -> Result<()> {
     write_atomically(&out_dir.join("training_curves.svg"), |o| {
         Ok(o.write_all(svg.as_bytes())?)
     })?;
-    let suffixes: Vec<String> = (0..trainer.eval_sets.len()).map(eval_suffix).collect();
+    let suffixes: Vec<String> = (0..trainer.eval_sets.len())
+        .map(|i| spec.eval_suffix(i).to_string())
+        .collect();
     print_table(
         &state.log_history[..state.log_history.len() - 1],
         &metric_names,
@@ -591,35 +584,31 @@ pub fn evaluate_cmd(args: &EvaluateArgs) -> Result<()> {
     Ok(())
 }
 
-/// GLUE leaderboard value of one prediction: the class name for the NLI tasks,
-/// the class index for the others, a score for STS-B.
+/// GLUE leaderboard value of one prediction: the registry's label for a class, a
+/// score clamped to 0-5 for STS-B.
 fn prediction_text(task: Task, predictions: &Predictions, i: usize) -> String {
     match predictions {
         Predictions::Scores(s) => format!("{:.3}", s[i].clamp(0.0, 5.0)),
-        Predictions::Classes(c) => match task {
-            Task::Mnli
-            | Task::MnliMatched
-            | Task::MnliMismatched
-            | Task::Ax
-            | Task::Rte
-            | Task::Qnli => task.spec().label_names[c[i] as usize].to_string(),
-            _ => c[i].to_string(),
-        },
+        Predictions::Classes(c) => task
+            .spec()
+            .submission_label(c[i])
+            .unwrap_or_else(|| c[i].to_string()),
     }
 }
 
 pub fn predict(args: &PredictArgs) -> Result<()> {
     let task: Task = args.data.task.parse()?;
-    // MNLI models also answer the diagnostic set, as the leaderboard expects AX.tsv from them.
-    let mut jobs: Vec<(Task, &glue_data::Submission)> =
-        task.spec().submissions.iter().map(|s| (task, s)).collect();
-    if task == Task::Mnli {
-        let ax = Task::Ax.spec();
-        let path = glue_data::split_path(&args.data.data_dir, Task::Ax, &ax.splits[0]);
-        if path.exists() {
-            jobs.push((Task::Ax, &ax.submissions[0]));
-        }
-    }
+    // MNLI models also answer the diagnostic set, when its file is there.
+    let jobs: Vec<(Task, &glue_data::Submission)> = task
+        .leaderboard_sets()
+        .into_iter()
+        .filter(|&(t, s)| {
+            t == task || {
+                let split = t.spec().split(s.split);
+                split.is_ok_and(|sp| glue_data::split_path(&args.data.data_dir, t, sp).exists())
+            }
+        })
+        .collect();
     for (t, s) in &jobs {
         glue_data::load_split(&args.data.data_dir, *t, s.split)?;
     }

@@ -95,6 +95,40 @@ impl TaskSpec {
         self.metrics[0]
     }
 
+    /// run_glue.py's metric-key suffix of the `index`-th eval split: none for the
+    /// first, `_mm` for MNLI mismatched.
+    pub fn eval_suffix(&self, index: usize) -> &'static str {
+        if index == 0 {
+            ""
+        } else {
+            "_mm"
+        }
+    }
+
+    /// Whether the GLUE server wants class names (`entailment`, `not_entailment`) in
+    /// this task's submission file rather than class indices: the NLI tasks.
+    pub fn submits_label_names(&self) -> bool {
+        matches!(
+            self.task,
+            Task::Mnli
+                | Task::MnliMatched
+                | Task::MnliMismatched
+                | Task::Ax
+                | Task::Rte
+                | Task::Qnli
+        )
+    }
+
+    /// A predicted class as the submission file writes it (`None`: not a class).
+    pub fn submission_label(&self, class: i64) -> Option<String> {
+        let name = self.label_names.get(usize::try_from(class).ok()?)?;
+        Some(if self.submits_label_names() {
+            name.to_string()
+        } else {
+            class.to_string()
+        })
+    }
+
     pub fn split(&self, name: &str) -> Result<&'static SplitSpec, DataError> {
         self.splits
             .iter()
@@ -354,6 +388,14 @@ impl Task {
         Task::Wnli,
     ];
 
+    /// The test sets a model fine-tuned on this task predicts for the leaderboard:
+    /// its own, and for MNLI also the diagnostic set AX (which has no training data).
+    pub fn leaderboard_sets(self) -> Vec<(Task, &'static Submission)> {
+        let own = self.spec().submissions.iter().map(move |s| (self, s));
+        let ax = (self == Task::Mnli).then(|| (Task::Ax, &Task::Ax.spec().submissions[0]));
+        own.chain(ax).collect()
+    }
+
     pub fn spec(self) -> &'static TaskSpec {
         // SPECS is in the order of `Task::ALL`; the registry test checks it.
         &SPECS[self as usize]
@@ -420,6 +462,28 @@ impl fmt::Display for Task {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leaderboard_rules_live_in_the_registry() {
+        // GLUE server format: NLI tasks by class name, the others by index.
+        assert_eq!(
+            Task::Rte.spec().submission_label(1).as_deref(),
+            Some("not_entailment")
+        );
+        assert_eq!(
+            Task::Mnli.spec().submission_label(2).as_deref(),
+            Some("contradiction")
+        );
+        assert_eq!(Task::Mrpc.spec().submission_label(1).as_deref(), Some("1"));
+        assert_eq!(Task::Mrpc.spec().submission_label(2), None);
+        let files: Vec<&str> = Task::Mnli
+            .leaderboard_sets()
+            .iter()
+            .map(|(_, s)| s.file_name)
+            .collect();
+        assert_eq!(files, ["MNLI-m.tsv", "MNLI-mm.tsv", "AX.tsv"]);
+        assert_eq!(Task::Mnli.spec().eval_suffix(1), "_mm");
+    }
 
     #[test]
     fn specs_follow_task_order() {
