@@ -73,6 +73,10 @@ pub struct SuiteArgs {
     /// DIR/submission.zip (files checked for names, row counts and labels).
     #[arg(long, value_enum)]
     submission: Option<SubmissionSeed>,
+    /// WNLI.tsv from the fine-tuned WNLI model instead of the training set's majority
+    /// class (what the GLUE baselines and the BERT paper submit).
+    #[arg(long)]
+    wnli_model: bool,
     /// Flags of `run`, applied to every run; `--output-dir` is the suite's folder
     /// [default: output/suite], `--seed` is `--seeds`.
     #[command(flatten)]
@@ -99,6 +103,7 @@ impl SuiteArgs {
             compare: None,
             parallel: 1,
             submission: None,
+            wnli_model: false,
             training,
         })
     }
@@ -497,6 +502,35 @@ fn pick_seed(seed_scores: &[(u64, f64)], choice: SubmissionSeed) -> Option<u64> 
     Some(sorted[i].0)
 }
 
+/// WNLI's dev and test sets are adversarial to its training set (the same sentences
+/// with flipped labels), so fine-tuned models score below the majority class there;
+/// the GLUE baselines and the BERT paper submit the training set's majority class.
+/// Writes WNLI.tsv that way; returns the class written.
+fn wnli_majority(data_dir: &Path, dir: &Path) -> Result<String> {
+    let train = glue_data::load_split(data_dir, Task::Wnli, "train")?;
+    let mut counts = [0usize; 2];
+    for e in &train.examples {
+        if let glue_data::Label::Class(c @ 0..=1) = e.label {
+            counts[c as usize] += 1;
+        }
+    }
+    let majority = i64::from(counts[1] > counts[0]);
+    let spec = Task::Wnli.spec();
+    let submission = &spec.submissions[0];
+    let test = glue_data::load_split(data_dir, Task::Wnli, submission.split)?;
+    let label = spec
+        .submission_label(majority)
+        .context("WNLI has two classes")?;
+    crate::output::write_atomically(&dir.join(submission.file_name), |w| {
+        writeln!(w, "index\tprediction")?;
+        for e in &test.examples {
+            writeln!(w, "{}\t{label}", e.idx)?;
+        }
+        Ok(())
+    })?;
+    Ok(label)
+}
+
 /// Predicts the test sets into DIR/submission and zips them into DIR/submission.zip.
 fn write_submission(
     args: &SuiteArgs,
@@ -519,6 +553,16 @@ fn write_submission(
             left_out.push(format!("{task} (no finished run)"));
             continue;
         };
+        if task == Task::Wnli && !args.wnli_model {
+            match wnli_majority(&args.data_dir, &dir) {
+                Ok(class) => eprintln!(
+                    "submission: wnli: the training set's majority class ({class}) for every test \
+                     example, as the BERT paper and the GLUE baselines submit (--wnli-model: the model's)"
+                ),
+                Err(e) => left_out.push(format!("wnli ({})", format!("{e:#}").replace('\n', " "))),
+            }
+            continue;
+        }
         let setting = table.swept.then_some(row.setting.as_str());
         let run_dir = run_dir(root, task, setting, seed);
         let saved: Value = serde_json::from_str(

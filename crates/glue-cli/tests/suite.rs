@@ -219,6 +219,13 @@ fn a_failing_run_is_reported_and_the_others_go_on() {
         "header + the 146 WNLI test rows"
     );
     assert!(wnli.starts_with("index\tprediction\n0\t"));
+    // WNLI as the GLUE baselines submit it: the training set's majority class, 0
+    // (not_entailment: 323 of the 635 training pairs, counted with pyarrow).
+    assert!(
+        log.contains("the training set's majority class (0)"),
+        "{log}"
+    );
+    assert!(wnli.lines().skip(1).all(|l| l.ends_with("\t0")), "{wnli}");
     let table = json(&out.join("suite_results.json"));
     assert!(table["tasks"]["rte"]["settings"]["default"]["notes"][0]
         .as_str()
