@@ -12,8 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use glue_data::{check_file, SplitSpec, Task, HUB_DATASET};
-use hf_hub::api::sync::{ApiBuilder, ApiError};
-use hf_hub::{Cache, Repo, RepoType};
+use glue_hub::{etag_of, HubFailure, RepoKind};
 use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 
@@ -233,95 +232,44 @@ fn write_manifest(data_dir: &Path, manifest: &Manifest) -> Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// The hub, through hf-hub's blocking client and its cache (HF_HOME, HF_ENDPOINT,
-/// HF_HUB_OFFLINE honoured as `huggingface_hub` does).
-struct Hub {
-    api: hf_hub::api::sync::Api,
-    cache: Cache,
-    offline: bool,
-}
+/// GLUE's dataset repository through glue-hub (HF_HOME cache, HF_ENDPOINT and
+/// HF_HUB_OFFLINE honoured as `huggingface_hub` does), each file checked against the
+/// sha256 the hub gave for it.
+struct Hub(glue_hub::Hub);
 
 impl Hub {
     fn from_env() -> Result<Self> {
-        let offline = std::env::var("HF_HUB_OFFLINE")
-            .map(|v| {
-                matches!(
-                    v.trim().to_ascii_lowercase().as_str(),
-                    "1" | "true" | "yes" | "on"
-                )
-            })
-            .unwrap_or(false);
-        let api = ApiBuilder::from_env()
-            .with_progress(false)
-            .build()
-            .context("cannot set up the hub client")?;
-        Ok(Hub {
-            api,
-            cache: Cache::from_env(),
-            offline,
-        })
-    }
-
-    fn repo() -> Repo {
-        Repo::new(HUB_DATASET.to_string(), RepoType::Dataset)
+        Ok(Hub(glue_hub::Hub::from_env()?))
     }
 
     /// A verified path in the hub cache and the sha256 the hub gave for it.
     fn get(&self, key: &str) -> Result<(PathBuf, Option<String>)> {
-        if let Some(path) = self.cache.repo(Self::repo()).get(key) {
+        let hub = &self.0;
+        if let Some(path) = hub.cached(HUB_DATASET, RepoKind::Dataset, key) {
             let etag = etag_of(&path);
             match (&etag, sha256_file(&path)) {
                 (Some(etag), Ok((sha, _))) if &sha == etag => return Ok((path, Some(sha))),
-                _ if self.offline => {
+                _ if hub.offline() => {
                     bail!("the cached copy is damaged and HF_HUB_OFFLINE is set; unset it to download again")
                 }
                 _ => {}
             }
-        } else if self.offline {
+        } else if hub.offline() {
             bail!("not in the hub cache and HF_HUB_OFFLINE is set; unset it or use --from DIR");
         }
         let bar = ProgressBar::new(0);
-        let path = self
-            .api
-            .repo(Self::repo())
-            .download_with_progress(key, bar)
-            .map_err(|e| match e {
-                ApiError::RequestError(ref r) if is_not_found(r) => {
-                    anyhow::anyhow!("not on the hub ({HUB_DATASET} has no {key})")
-                }
-                other => anyhow::Error::new(HubError(other)),
-            })?;
+        let path = hub
+            .download(HUB_DATASET, RepoKind::Dataset, key, bar)?
+            .with_context(|| format!("not on the hub ({HUB_DATASET} has no {key})"))?;
         let etag = etag_of(&path);
         Ok((path, etag))
     }
 }
 
-/// hf-hub stores each file as `blobs/<etag>`; for LFS files the etag is the sha256.
-fn etag_of(pointer: &Path) -> Option<String> {
-    let blob = fs::canonicalize(pointer).ok()?;
-    let name = blob.file_name()?.to_str()?.to_string();
-    (name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())).then_some(name)
-}
-
-fn is_not_found(e: &ureq::Error) -> bool {
-    matches!(e, ureq::Error::Status(404, _))
-}
-
-/// A hub failure; `unreachable` when no HTTP answer came back at all.
-#[derive(Debug)]
-struct HubError(ApiError);
-
-impl std::fmt::Display for HubError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-impl std::error::Error for HubError {}
-
+/// Whether the hub could not be reached at all (no HTTP answer).
 fn is_unreachable(e: &anyhow::Error) -> bool {
     matches!(
-        e.downcast_ref::<HubError>(),
-        Some(HubError(ApiError::RequestError(r))) if matches!(**r, ureq::Error::Transport(_))
+        e.downcast_ref::<HubFailure>(),
+        Some(HubFailure::Unreachable(_))
     )
 }

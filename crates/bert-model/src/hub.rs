@@ -3,8 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use hf_hub::api::sync::{ApiBuilder, ApiError};
-use hf_hub::{Cache, Repo, RepoType};
+use glue_hub::{Hub, HubFailure, RepoKind};
 
 /// Why a model's files could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -23,17 +22,6 @@ pub enum HubError {
     Offline { id: String },
     #[error("hub download of `{id}` failed: {message}")]
     Other { id: String, message: String },
-}
-
-fn offline() -> bool {
-    std::env::var("HF_HUB_OFFLINE")
-        .map(|v| {
-            matches!(
-                v.trim().to_ascii_lowercase().as_str(),
-                "1" | "true" | "yes" | "on"
-            )
-        })
-        .unwrap_or(false)
 }
 
 /// A model source: a local folder, or a hub repository whose files are fetched on demand.
@@ -96,40 +84,23 @@ impl ModelSource {
 }
 
 fn hub_file(id: &str, file: &str) -> Result<Option<PathBuf>, HubError> {
-    let repo = Repo::new(id.to_string(), RepoType::Model);
-    if let Some(path) = Cache::from_env().repo(repo.clone()).get(file) {
-        return Ok(Some(path));
-    }
-    if offline() {
-        return Err(HubError::Offline { id: id.to_string() });
-    }
-    let api = ApiBuilder::from_env()
-        .with_progress(false)
-        .build()
-        .map_err(|e| HubError::Other {
+    let hub = Hub::from_env().map_err(|e| HubError::Other {
+        id: id.to_string(),
+        message: e.to_string(),
+    })?;
+    hub.get(id, RepoKind::Model, file).map_err(|e| match e {
+        HubFailure::Offline => HubError::Offline { id: id.to_string() },
+        HubFailure::Denied => HubError::NotFound {
             id: id.to_string(),
-            message: e.to_string(),
-        })?;
-    match api.repo(repo).download(file) {
-        Ok(path) => Ok(Some(path)),
-        Err(ApiError::RequestError(e)) => match *e {
-            ureq::Error::Status(404, _) => Ok(None),
-            ureq::Error::Status(401 | 403, _) => Err(HubError::NotFound {
-                id: id.to_string(),
-                file: file.to_string(),
-            }),
-            ureq::Error::Transport(t) => Err(HubError::Unreachable {
-                id: id.to_string(),
-                message: t.to_string(),
-            }),
-            other => Err(HubError::Other {
-                id: id.to_string(),
-                message: other.to_string(),
-            }),
+            file: file.to_string(),
         },
-        Err(e) => Err(HubError::Other {
+        HubFailure::Unreachable(message) => HubError::Unreachable {
             id: id.to_string(),
-            message: e.to_string(),
-        }),
-    }
+            message,
+        },
+        HubFailure::Other(message) => HubError::Other {
+            id: id.to_string(),
+            message,
+        },
+    })
 }
