@@ -140,7 +140,7 @@ fn main() -> ExitCode {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(e)) => {
             // One line: the message names the problem and the fix.
-            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            eprintln!("error: {}", crate::output::one_line(&e));
             ExitCode::from(2)
         }
         Err(payload) => {

@@ -27,3 +27,54 @@ pub fn write_atomically(
         })
     })
 }
+
+/// An error and its causes on one line, each cause once: library errors that print
+/// their source in their own message (`path: io error`, `torch: message`) would
+/// otherwise show it twice (`X: Y: Y`).
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out.replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Wrapping(std::io::Error);
+    impl std::fmt::Display for Wrapping {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "model.safetensors: {}", self.0)
+        }
+    }
+    impl std::error::Error for Wrapping {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = std::io::Error::other("No space left on device");
+        let e = anyhow::Error::new(Wrapping(io)).context("saving the model into out");
+        assert_eq!(
+            one_line(&e),
+            "saving the model into out: model.safetensors: No space left on device"
+        );
+        assert_eq!(
+            format!("{e:#}").matches("No space left").count(),
+            2,
+            "what {{:#}} does"
+        );
+    }
+}

@@ -159,7 +159,7 @@ pub fn run_all(
             );
             match command(job, slot).and_then(|mut c| Ok(c.spawn()?)) {
                 Ok(child) => *place = Some((job, child)),
-                Err(e) => finished.push((job.index, Outcome::Failed(format!("{e:#}")))),
+                Err(e) => finished.push((job.index, Outcome::Failed(crate::output::one_line(&e)))),
             }
         }
         if running.iter().all(Option::is_none) {

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use train_loop::{LogEntry, Plan, Reporter, TrainerState};
+use train_loop::{Control, LogEntry, Plan, TrainerCallback, TrainerState};
 
 pub struct CliReporter {
     bar: Option<ProgressBar>,
@@ -41,7 +41,7 @@ fn format_entry(entry: &LogEntry) -> String {
         .join(" ")
 }
 
-impl Reporter for CliReporter {
+impl TrainerCallback for CliReporter {
     fn on_train_begin(&mut self, plan: &Plan, state: &TrainerState) {
         eprintln!(
             "training: {} examples, {} epochs, {} optimizer steps ({} per epoch), starting at step {}",
@@ -60,7 +60,7 @@ impl Reporter for CliReporter {
         }
     }
 
-    fn on_step(&mut self, state: &TrainerState) {
+    fn on_step_end(&mut self, state: &TrainerState) -> Control {
         if let Some(bar) = &self.bar {
             // The mean since the last log line, as far as the trainer has read it back.
             let totals = &state.glue_rs;
@@ -68,6 +68,7 @@ impl Reporter for CliReporter {
             bar.set_position(state.global_step);
             bar.set_message(format!("{loss:.4} | {} samples/step", self.batch_size));
         }
+        Control::default()
     }
 
     fn on_log(&mut self, entry: &LogEntry) {

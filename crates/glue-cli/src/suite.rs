@@ -429,7 +429,7 @@ pub fn suite(args: &SuiteArgs) -> Result<()> {
                         format!("{} has no all_results.json", job.dir.display())
                     })?),
                     Err(e) => {
-                        let message = format!("{e:#}").replace('\n', " ");
+                        let message = crate::output::one_line(&e);
                         eprintln!("{}: failed: {message}; the suite goes on", job.label);
                         Outcome::Failed(message)
                     }
@@ -559,7 +559,7 @@ fn write_submission(
                     "submission: wnli: the training set's majority class ({class}) for every test \
                      example, as the BERT paper and the GLUE baselines submit (--wnli-model: the model's)"
                 ),
-                Err(e) => left_out.push(format!("wnli ({})", format!("{e:#}").replace('\n', " "))),
+                Err(e) => left_out.push(format!("wnli ({})", crate::output::one_line(&e))),
             }
             continue;
         }
@@ -594,11 +594,7 @@ fn write_submission(
             },
         };
         if let Err(e) = train_cmds::predict(&predict) {
-            left_out.push(format!(
-                "{} ({})",
-                row.task,
-                format!("{e:#}").replace('\n', " ")
-            ));
+            left_out.push(format!("{} ({})", row.task, crate::output::one_line(&e)));
         }
     }
     let zip_path = root.join("submission.zip");

@@ -452,7 +452,7 @@ pub fn run(run: &RunArgs) -> Result<()> {
         collator,
         train_data,
         eval_sets,
-        reporter: &mut reporter,
+        callbacks: vec![&mut reporter],
     };
     let out = trainer.train(resume.as_deref())?;
     let eval_metrics = trainer.evaluate()?;

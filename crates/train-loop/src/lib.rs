@@ -6,7 +6,7 @@
 //! ```no_run
 //! use glue_data::{load_split, Collator, Preprocessor, Task};
 //! use bert_model::BertForSequenceClassification;
-//! use train_loop::{EvalSet, Silent, Trainer, TrainingArgs};
+//! use train_loop::{EvalSet, Trainer, TrainingArgs};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let task = Task::Mrpc;
@@ -23,7 +23,7 @@
 //!     collator: Collator::new(&pre),
 //!     train_data: train,
 //!     eval_sets: vec![EvalSet { split: "validation".into(), suffix: String::new(), data: validation }],
-//!     reporter: &mut Silent,
+//!     callbacks: vec![],
 //! };
 //! let out = trainer.train(None)?;
 //! println!("{:?}", trainer.evaluate()?); // eval_accuracy, eval_f1, eval_loss, ...
@@ -48,4 +48,4 @@ pub use lock::OutputLock;
 pub use optim::{clip_grad_norm, AdamW, AdamWConfig, OptimizerKind, Param};
 pub use schedule::{LrSchedule, SchedulerType};
 pub use state::{LogEntry, RunningTotals, TrainerState};
-pub use trainer::{EvalSet, Plan, Reporter, Silent, TrainOutput, Trainer};
+pub use trainer::{Control, EvalSet, Plan, TrainOutput, Trainer, TrainerCallback};

@@ -22,18 +22,29 @@ use crate::optim::{clip_grad_norm, AdamW, AdamWConfig, Param};
 use crate::schedule::LrSchedule;
 use crate::state::{num, LogEntry, TrainerState};
 
-/// Hooks for progress display; every method has a do-nothing default.
-pub trait Reporter {
+/// What a callback can ask of the training loop after an event (HF `TrainerControl`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Control {
+    /// End training after this step (the final checkpoint rules still apply).
+    pub should_stop: bool,
+}
+
+/// Hooks into the training loop, as HF's `TrainerCallback`: progress display, extra
+/// logging, stopping rules. Every method has a do-nothing default.
+pub trait TrainerCallback {
     fn on_train_begin(&mut self, _plan: &Plan, _state: &TrainerState) {}
-    fn on_step(&mut self, _state: &TrainerState) {}
+    /// After each optimizer update (before its logging, evaluation and saving).
+    fn on_step_end(&mut self, _state: &TrainerState) -> Control {
+        Control::default()
+    }
     fn on_log(&mut self, _entry: &LogEntry) {}
+    /// After an evaluation during training, with its `eval_*` metrics.
+    fn on_evaluate(&mut self, _state: &TrainerState, _metrics: &BTreeMap<String, f64>) -> Control {
+        Control::default()
+    }
     fn on_save(&mut self, _checkpoint: &Path) {}
     fn on_train_end(&mut self, _state: &TrainerState) {}
 }
-
-/// Reports nothing.
-pub struct Silent;
-impl Reporter for Silent {}
 
 /// An evaluation split; `suffix` is appended to metric keys (`""`, or `"_mm"` for MNLI mismatched, as run_glue.py).
 pub struct EvalSet {
@@ -87,7 +98,17 @@ pub struct Trainer<'r> {
     pub collator: Collator,
     pub train_data: EncodedSplit,
     pub eval_sets: Vec<EvalSet>,
-    pub reporter: &'r mut dyn Reporter,
+    /// Called in order at every event.
+    pub callbacks: Vec<&'r mut dyn TrainerCallback>,
+}
+
+/// Which of the per-step actions are due after an update.
+#[derive(Debug, Clone, Copy)]
+struct Due {
+    log: bool,
+    eval: bool,
+    save: bool,
+    last_step: bool,
 }
 
 /// HF `get_decay_parameter_names`: no weight decay on biases and LayerNorm weights.
@@ -314,9 +335,10 @@ impl Trainer<'_> {
         if let Some(dir) = resume_from {
             state = self.restore(dir, &mut optimizer)?;
         }
-        self.reporter.on_train_begin(&plan, &state);
+        for cb in &mut self.callbacks {
+            cb.on_train_begin(&plan, &state);
+        }
         let metric_key = self.metric_key();
-        let greater = self.greater_is_better();
         let bs = self.args.per_device_train_batch_size;
         let ga = self.args.gradient_accumulation_steps;
         let first_epoch = state.global_step / plan.updates_per_epoch;
@@ -350,115 +372,31 @@ impl Trainer<'_> {
                 state.epoch = epoch as f64 + (u + 1) as f64 / groups.len() as f64;
                 state.glue_rs.steps_since_log += 1;
 
-                let last_of_epoch = u + 1 == groups.len();
-                let last_step = state.global_step >= plan.max_steps;
-                let due = |strategy: IntervalStrategy, every: u64, at: u64| match strategy {
-                    IntervalStrategy::No => false,
-                    IntervalStrategy::Steps => at.is_multiple_of(every.max(1)),
-                    IntervalStrategy::Epoch => last_of_epoch || last_step,
-                };
-                // HF's DefaultFlowCallback also saves at max_steps, whatever the interval.
-                let log_due = self.args.logging_steps > 0
-                    && state.global_step.is_multiple_of(self.args.logging_steps);
-                let eval_due = due(
-                    self.args.eval_strategy,
-                    self.args.eval_interval(),
-                    state.global_step,
-                );
-                let save_due = due(
-                    self.args.save_strategy,
-                    self.args.save_steps,
-                    state.global_step,
-                ) || (last_step && self.args.save_strategy != IntervalStrategy::No);
+                let due = self.due(&state, &plan, u + 1 == groups.len());
                 // On CPU reading the loss costs nothing, so a diverged run stops at its
                 // first bad step; on CUDA it is read only when something needs it.
-                if sync_every_step || log_due || eval_due || save_due || last_step {
+                if sync_every_step || due.log || due.eval || due.save || due.last_step {
                     self.flush_loss(&mut pending_loss, &mut state)?;
                 }
-                self.reporter.on_step(&state);
-
-                if log_due {
-                    let totals = &mut state.glue_rs;
-                    let mut entry = LogEntry::new();
-                    let mean = totals.loss_since_log / totals.steps_since_log.max(1) as f64;
-                    // transformers 5.x logs the mean unrounded (4.x rounded it to 4 places).
-                    entry.insert("loss".into(), num(mean));
-                    if let Some(g) = grad_norm {
-                        entry.insert(
-                            "grad_norm".into(),
-                            num(g.to_kind(tch::Kind::Double).double_value(&[])),
-                        );
-                    }
-                    // transformers 5.x logs the rate the update just taken used.
-                    entry.insert("learning_rate".into(), num(lr));
-                    entry.insert("epoch".into(), num(state.epoch));
-                    entry.insert("step".into(), Value::from(state.global_step));
-                    totals.loss_since_log = 0.0;
-                    totals.steps_since_log = 0;
-                    self.reporter.on_log(&entry);
-                    state.log_history.push(entry);
+                for cb in &mut self.callbacks {
+                    stop |= cb.on_step_end(&state).should_stop;
                 }
-                let mut improved = false;
-                if eval_due {
-                    let metrics = self.evaluate()?;
-                    let mut entry: LogEntry =
-                        metrics.iter().map(|(k, v)| (k.clone(), num(*v))).collect();
-                    entry.insert("epoch".into(), num(state.epoch));
-                    entry.insert("step".into(), Value::from(state.global_step));
-                    self.reporter.on_log(&entry);
-                    state.log_history.push(entry);
-                    if let Some(&value) = metric_key.as_ref().and_then(|k| metrics.get(k)) {
-                        improved = match state.best_metric {
-                            None => true,
-                            Some(best) => {
-                                if greater {
-                                    value > best
-                                } else {
-                                    value < best
-                                }
-                            }
-                        };
-                        if improved {
-                            state.best_metric = Some(value);
-                            state.best_global_step = Some(state.global_step);
-                            state.glue_rs.evals_without_improvement = 0;
-                        } else {
-                            state.glue_rs.evals_without_improvement += 1;
-                        }
-                    }
+                if due.log {
+                    self.log(&mut state, grad_norm.as_ref(), lr);
                 }
-                if save_due {
-                    if improved {
-                        state.best_model_checkpoint = Some(
-                            checkpoint::checkpoint_dir(&self.args.output_dir, state.global_step)
-                                .display()
-                                .to_string(),
-                        );
-                    }
-                    let path = checkpoint::save(
-                        &self.args.output_dir,
-                        &CheckpointParts {
-                            model: &self.model,
-                            optimizer: &optimizer,
-                            schedule: &schedule,
-                            state: &state,
-                            args: &self.args,
-                        },
-                    )?;
-                    let best = state.best_model_checkpoint.as_deref().map(PathBuf::from);
-                    checkpoint::rotate(
-                        &self.args.output_dir,
-                        self.args.save_total_limit,
-                        best.as_deref(),
-                    );
-                    self.reporter.on_save(&path);
+                let improved = if due.eval {
+                    let (improved, asked_to_stop) =
+                        self.evaluate_during_training(&mut state, metric_key.as_deref())?;
+                    stop |= asked_to_stop;
+                    improved
+                } else {
+                    false
+                };
+                if due.save {
+                    self.save(&mut state, &optimizer, &schedule, improved)?;
                 }
-                if let Some(patience) = self.args.early_stopping_patience {
-                    if state.glue_rs.evals_without_improvement >= patience {
-                        stop = true;
-                    }
-                }
-                if last_step || stop {
+                stop |= self.early_stopping_due(&state);
+                if due.last_step || stop {
                     stop = true;
                     break;
                 }
@@ -470,7 +408,152 @@ impl Trainer<'_> {
                     .load_weights(&Path::new(&best).join("model.safetensors"))?;
             }
         }
-        let runtime = start.elapsed().as_secs_f64();
+        let metrics = self.train_metrics(&mut state, &plan, start.elapsed().as_secs_f64());
+        for cb in &mut self.callbacks {
+            cb.on_train_end(&state);
+        }
+        Ok(TrainOutput { state, metrics })
+    }
+
+    /// HF's `DefaultFlowCallback`: logging, evaluation and saving per their strategy
+    /// and interval; a save at `max_steps` whatever the interval.
+    fn due(&self, state: &TrainerState, plan: &Plan, last_of_epoch: bool) -> Due {
+        let last_step = state.global_step >= plan.max_steps;
+        let at = state.global_step;
+        let due = |strategy: IntervalStrategy, every: u64| match strategy {
+            IntervalStrategy::No => false,
+            IntervalStrategy::Steps => at.is_multiple_of(every.max(1)),
+            IntervalStrategy::Epoch => last_of_epoch || last_step,
+        };
+        Due {
+            log: self.args.logging_steps > 0 && at.is_multiple_of(self.args.logging_steps),
+            eval: due(self.args.eval_strategy, self.args.eval_interval()),
+            save: due(self.args.save_strategy, self.args.save_steps)
+                || (last_step && self.args.save_strategy != IntervalStrategy::No),
+            last_step,
+        }
+    }
+
+    fn emit_log(&mut self, state: &mut TrainerState, entry: LogEntry) {
+        for cb in &mut self.callbacks {
+            cb.on_log(&entry);
+        }
+        state.log_history.push(entry);
+    }
+
+    /// The training-loss entry of `log_history`: mean loss since the last one, the
+    /// gradient norm before clipping, and the learning rate the update used.
+    fn log(&mut self, state: &mut TrainerState, grad_norm: Option<&Tensor>, lr: f64) {
+        let totals = &mut state.glue_rs;
+        let mut entry = LogEntry::new();
+        let mean = totals.loss_since_log / totals.steps_since_log.max(1) as f64;
+        // transformers 5.x logs the mean unrounded (4.x rounded it to 4 places).
+        entry.insert("loss".into(), num(mean));
+        if let Some(g) = grad_norm {
+            entry.insert(
+                "grad_norm".into(),
+                num(g.to_kind(tch::Kind::Double).double_value(&[])),
+            );
+        }
+        // transformers 5.x logs the rate the update just taken used.
+        entry.insert("learning_rate".into(), num(lr));
+        entry.insert("epoch".into(), num(state.epoch));
+        entry.insert("step".into(), Value::from(state.global_step));
+        totals.loss_since_log = 0.0;
+        totals.steps_since_log = 0;
+        self.emit_log(state, entry);
+    }
+
+    /// Evaluates, logs, and tracks the best metric; returns whether it improved and
+    /// whether a callback asked to stop.
+    fn evaluate_during_training(
+        &mut self,
+        state: &mut TrainerState,
+        metric_key: Option<&str>,
+    ) -> Result<(bool, bool)> {
+        let metrics = self.evaluate()?;
+        let mut entry: LogEntry = metrics.iter().map(|(k, v)| (k.clone(), num(*v))).collect();
+        entry.insert("epoch".into(), num(state.epoch));
+        entry.insert("step".into(), Value::from(state.global_step));
+        self.emit_log(state, entry);
+        let mut improved = false;
+        if let Some(&value) = metric_key.and_then(|k| metrics.get(k)) {
+            let greater = self.greater_is_better();
+            improved = match state.best_metric {
+                None => true,
+                Some(best) if greater => value > best,
+                Some(best) => value < best,
+            };
+            if improved {
+                state.best_metric = Some(value);
+                state.best_global_step = Some(state.global_step);
+                state.glue_rs.evals_without_improvement = 0;
+            } else {
+                state.glue_rs.evals_without_improvement += 1;
+            }
+        }
+        let mut stop = false;
+        for cb in &mut self.callbacks {
+            stop |= cb.on_evaluate(state, &metrics).should_stop;
+        }
+        Ok((improved, stop))
+    }
+
+    /// A checkpoint of this step, then HF's rotation (`save_total_limit`, best kept).
+    fn save(
+        &mut self,
+        state: &mut TrainerState,
+        optimizer: &AdamW,
+        schedule: &LrSchedule,
+        improved: bool,
+    ) -> Result<()> {
+        if improved {
+            state.best_model_checkpoint = Some(
+                checkpoint::checkpoint_dir(&self.args.output_dir, state.global_step)
+                    .display()
+                    .to_string(),
+            );
+        }
+        let path = checkpoint::save(
+            &self.args.output_dir,
+            &CheckpointParts {
+                model: &self.model,
+                optimizer,
+                schedule,
+                state,
+                args: &self.args,
+            },
+        )?;
+        let best = state.best_model_checkpoint.as_deref().map(PathBuf::from);
+        checkpoint::rotate(
+            &self.args.output_dir,
+            self.args.save_total_limit,
+            best.as_deref(),
+        );
+        for cb in &mut self.callbacks {
+            cb.on_save(&path);
+        }
+        Ok(())
+    }
+
+    /// HF's `EarlyStoppingCallback`: `patience` evaluations without improvement.
+    fn early_stopping_due(&self, state: &TrainerState) -> bool {
+        self.args
+            .early_stopping_patience
+            .is_some_and(|patience| state.glue_rs.evals_without_improvement >= patience)
+    }
+
+    /// HF's `train_*` metrics, also appended to `log_history`.
+    fn train_metrics(
+        &mut self,
+        state: &mut TrainerState,
+        plan: &Plan,
+        runtime: f64,
+    ) -> BTreeMap<String, f64> {
+        let (bs, ga) = (
+            self.args.per_device_train_batch_size,
+            self.args.gradient_accumulation_steps,
+        );
         let mut metrics = BTreeMap::new();
         metrics.insert("train_runtime".to_string(), (runtime * 1e4).round() / 1e4);
         let samples = (state.global_step as f64 * (bs * ga) as f64)
@@ -491,8 +574,7 @@ impl Trainer<'_> {
         let mut entry: LogEntry = metrics.iter().map(|(k, v)| (k.clone(), num(*v))).collect();
         entry.insert("step".into(), Value::from(state.global_step));
         state.log_history.push(entry);
-        self.reporter.on_train_end(&state);
-        Ok(TrainOutput { state, metrics })
+        metrics
     }
 
     fn restore(&mut self, dir: &Path, optimizer: &mut AdamW) -> Result<TrainerState> {

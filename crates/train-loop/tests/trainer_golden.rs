@@ -13,7 +13,7 @@ use glue_data::{load_split, Collator, Preprocessor, Task};
 use glue_testkit::{golden, json_f64s, mirror_dir, test_model_dir};
 use serde_json::Value;
 use tch::{Device, Tensor};
-use train_loop::{IntervalStrategy, Silent, Trainer, TrainingArgs};
+use train_loop::{IntervalStrategy, Trainer, TrainingArgs};
 
 /// The test model with dropout switched off, as the golden's HF model had it.
 fn model_without_dropout(head: &Value, dir: &std::path::Path) -> BertForSequenceClassification {
@@ -88,7 +88,7 @@ fn first_steps_match_hf_trainer_with_accumulation_and_decay() {
         collator: Collator::new(&pre),
         train_data: pre.encode_split(&train).unwrap(),
         eval_sets: Vec::new(),
-        reporter: &mut Silent,
+        callbacks: vec![],
     };
     let out = trainer.train(None).unwrap();
     let ours: Vec<&serde_json::Map<String, Value>> = out
