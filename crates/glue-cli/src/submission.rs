@@ -14,21 +14,11 @@ use crate::output::write_atomically;
 /// Every file the GLUE server accepts, with the config and split it predicts: the
 /// nine tasks' test sets, AX among MNLI's.
 fn expected_files() -> Vec<(&'static str, Task, &'static str)> {
-    [
-        Task::Cola,
-        Task::Sst2,
-        Task::Mrpc,
-        Task::Stsb,
-        Task::Qqp,
-        Task::Mnli,
-        Task::Qnli,
-        Task::Rte,
-        Task::Wnli,
-    ]
-    .iter()
-    .flat_map(|t| t.leaderboard_sets())
-    .map(|(t, s)| (s.file_name, t, s.split))
-    .collect()
+    Task::GLUE
+        .iter()
+        .flat_map(|t| t.leaderboard_sets())
+        .map(|(t, s)| (s.file_name, t, s.split))
+        .collect()
 }
 
 /// Checks one leaderboard file: a known name, `index\tprediction`, one row per test

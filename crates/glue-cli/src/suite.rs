@@ -21,19 +21,6 @@ use crate::suite_table::{Outcome, SuiteTable};
 use crate::train_cmds::{self, InferenceArgs, PredictArgs, RunArgs, TrainingFlags};
 use crate::DataArgs;
 
-/// The nine GLUE tasks with a training split, in the leaderboard's order.
-const GLUE_TASKS: [Task; 9] = [
-    Task::Cola,
-    Task::Sst2,
-    Task::Mrpc,
-    Task::Stsb,
-    Task::Qqp,
-    Task::Mnli,
-    Task::Qnli,
-    Task::Rte,
-    Task::Wnli,
-];
-
 #[derive(Args)]
 pub struct SuiteArgs {
     /// Comma-separated tasks [default: cola,sst2,mrpc,stsb,qqp,mnli,qnli,rte,wnli].
@@ -281,7 +268,7 @@ pub fn suite(args: &SuiteArgs) -> Result<()> {
         bail!("--seeds is empty; give at least one seed, e.g. --seeds 42");
     }
     let tasks: Vec<Task> = if args.tasks.is_empty() {
-        GLUE_TASKS.to_vec()
+        Task::GLUE.to_vec()
     } else {
         Task::parse_list(&args.tasks.join(","))?
     };

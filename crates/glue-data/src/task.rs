@@ -396,6 +396,20 @@ impl Task {
         own.chain(ax).collect()
     }
 
+    /// The nine GLUE tasks with training data, in the leaderboard's order (the GLUE
+    /// average is over these; AX is scored by the MNLI model).
+    pub const GLUE: [Task; 9] = [
+        Task::Cola,
+        Task::Sst2,
+        Task::Mrpc,
+        Task::Stsb,
+        Task::Qqp,
+        Task::Mnli,
+        Task::Qnli,
+        Task::Rte,
+        Task::Wnli,
+    ];
+
     pub fn spec(self) -> &'static TaskSpec {
         // SPECS is in the order of `Task::ALL`; the registry test checks it.
         &SPECS[self as usize]
