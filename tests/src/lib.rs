@@ -100,6 +100,17 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Revision every answer claims to come from.
+/// Run sizes that keep CLI end-to-end tests inside CI's budget: batches of 4 for
+/// training, 64 for evaluation, 48 tokens.
+pub const SMALL_RUN_FLAGS: [&str; 6] = [
+    "--per-device-train-batch-size",
+    "4",
+    "--per-device-eval-batch-size",
+    "64",
+    "--max-seq-length",
+    "48",
+];
+
 pub const FAKE_COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
 /// One repository the server plays: URL prefix (`datasets/nyu-mll/glue` or `org/model`)

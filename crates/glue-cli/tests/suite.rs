@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use glue_testkit::{mirror_dir, test_model_dir};
+use glue_testkit::{mirror_dir, test_model_dir, SMALL_RUN_FLAGS};
 use serde_json::Value;
 
 fn suite(out: &Path, extra: &[&str]) -> Command {
@@ -21,14 +21,7 @@ fn suite(out: &Path, extra: &[&str]) -> Command {
         .arg(mirror_dir())
         .arg("--output-dir")
         .arg(out)
-        .args([
-            "--per-device-train-batch-size",
-            "4",
-            "--per-device-eval-batch-size",
-            "64",
-            "--max-seq-length",
-            "48",
-        ])
+        .args(SMALL_RUN_FLAGS)
         .args(extra);
     c
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use glue_testkit::{mirror_dir, test_model_dir};
+use glue_testkit::{mirror_dir, test_model_dir, SMALL_RUN_FLAGS};
 
 fn cli() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_glue-cli"));
@@ -32,12 +32,6 @@ fn short_run_args(out: &Path) -> Vec<String> {
         "cpu",
         "--max-steps",
         "12",
-        "--per-device-train-batch-size",
-        "4",
-        "--per-device-eval-batch-size",
-        "64",
-        "--max-seq-length",
-        "48",
         "--logging-steps",
         "2",
         "--eval-strategy",
@@ -50,6 +44,7 @@ fn short_run_args(out: &Path) -> Vec<String> {
         "3",
     ]
     .iter()
+    .chain(SMALL_RUN_FLAGS.iter())
     .map(|s| s.to_string())
     .chain([
         "--model".into(),
