@@ -27,12 +27,20 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("minilm_b16_s64");
     group.sample_size(20);
     group.bench_function("forward", |b| {
-        b.iter(|| tch::no_grad(|| model.forward(&ids, &types, &mask, None, false).logits))
+        b.iter(|| {
+            tch::no_grad(|| {
+                model
+                    .forward(&ids, &types, &mask, None, false)
+                    .unwrap()
+                    .logits
+            })
+        })
     });
     group.bench_function("forward_backward", |b| {
         b.iter(|| {
             let loss = model
                 .forward(&ids, &types, &mask, Some(&labels), true)
+                .unwrap()
                 .loss
                 .unwrap();
             loss.backward();

@@ -177,7 +177,7 @@ fn parity(dir: &Path, device: Device) -> Res<Vec<String>> {
             model.set_layout(layout);
             for case in golden["cases"].as_array().unwrap().iter().take(2) {
                 let (ids, types, mask) = inputs(case, device);
-                let out = tch::no_grad(|| model.forward(&ids, &types, &mask, None, false));
+                let out = tch::no_grad(|| model.forward(&ids, &types, &mask, None, false))?;
                 let hidden = real_tokens(&out.last_hidden_state, &mask);
                 let theirs_logits = f32s(&case["logits"]);
                 let scale = theirs_logits
@@ -285,7 +285,7 @@ fn deterministic_step(dir: &Path, device: Device) -> Res<Vec<String>> {
         }
         tch::manual_seed(7);
         let loss = model
-            .forward(&ids, &types, &mask, Some(&labels), true)
+            .forward(&ids, &types, &mask, Some(&labels), true)?
             .loss
             .unwrap();
         loss.backward();

@@ -59,25 +59,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let labels = Tensor::from_slice(&[1i64, 1]).to(device);
 
     let mut optimizer = tch::nn::AdamW::default().build(&model.vs, 5e-5)?;
-    let forward = || {
-        model
+    let forward = || -> Result<Tensor, Box<dyn std::error::Error>> {
+        Ok(model
             .forward(
                 &t(&batch.input_ids),
                 &t(&batch.token_type_ids),
                 &t(&batch.attention_mask),
                 Some(&labels),
                 true,
-            )
+            )?
             .loss
-            .expect("labels were given")
+            .expect("labels were given"))
     };
-    let loss = forward();
+    let loss = forward()?;
     println!("input_ids shape: {shape:?}");
     println!("initial loss: {:.4}", loss.double_value(&[]));
     optimizer.zero_grad();
     loss.backward();
     optimizer.step();
-    let after = tch::no_grad(forward);
+    let after = tch::no_grad(forward)?;
     println!(
         "loss after one AdamW step (lr 5e-5): {:.4}",
         after.double_value(&[])

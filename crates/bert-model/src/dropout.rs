@@ -6,7 +6,7 @@
 //! them): ~30 ms of a ~400 ms MiniLM step there. Same distribution, same seeding
 //! (runs and resumes stay reproducible), different masks than torch's.
 
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind, TchError, Tensor};
 
 /// SplitMix64's output function: 64 well-mixed bits from a counter.
 fn mix(mut z: u64) -> u64 {
@@ -32,17 +32,18 @@ fn scaled_mask(n: usize, p: f64, seed: u64) -> Vec<f32> {
 }
 
 /// `x.dropout(p, train)`; see the module docs for the CPU fp32 path.
-pub(crate) fn dropout(x: &Tensor, p: f64, train: bool) -> Tensor {
+pub(crate) fn dropout(x: &Tensor, p: f64, train: bool) -> Result<Tensor, TchError> {
     if !train || p <= 0.0 {
-        return x.shallow_clone();
+        return Ok(x.shallow_clone());
     }
     if x.device() != Device::Cpu || x.kind() != Kind::Float || p >= 1.0 {
-        return x.dropout(p, train);
+        return x.f_dropout(p, train);
     }
     // One value from torch's generator, so manual_seed governs the masks.
-    let seed = Tensor::randint(i64::MAX, [1], (Kind::Int64, Device::Cpu)).int64_value(&[0]) as u64;
-    let mask = Tensor::from_slice(&scaled_mask(x.numel(), p, seed)).view(x.size().as_slice());
-    x * mask
+    let seed = Tensor::f_randint(i64::MAX, [1], (Kind::Int64, Device::Cpu))?.f_int64_value(&[0])?;
+    let mask = Tensor::f_from_slice(&scaled_mask(x.numel(), p, seed as u64))?
+        .f_view(x.size().as_slice())?;
+    x.f_mul(&mask)
 }
 
 #[cfg(test)]
@@ -70,10 +71,10 @@ mod tests {
     fn follows_torch_manual_seed() {
         let x = Tensor::ones([300, 7], (Kind::Float, Device::Cpu));
         tch::manual_seed(3);
-        let a = dropout(&x, 0.2, true);
+        let a = dropout(&x, 0.2, true).unwrap();
         tch::manual_seed(3);
-        let b = dropout(&x, 0.2, true);
+        let b = dropout(&x, 0.2, true).unwrap();
         assert!(a.equal(&b));
-        assert!(dropout(&x, 0.2, false).equal(&x));
+        assert!(dropout(&x, 0.2, false).unwrap().equal(&x));
     }
 }

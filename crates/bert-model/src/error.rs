@@ -36,6 +36,22 @@ pub enum BertError {
 
     #[error("torch: {0}")]
     Torch(#[from] tch::TchError),
+
+    #[error(transparent)]
+    Shim(#[from] torch_shim::TorchError),
+}
+
+impl BertError {
+    /// Whether libtorch failed to allocate (see [`is_allocation_failure`]).
+    pub fn is_out_of_memory(&self) -> bool {
+        is_allocation_failure(&self.to_string())
+    }
+}
+
+/// Whether a libtorch error message is an allocation failure: CUDA's caching allocator
+/// says "out of memory", the CPU allocator "can't allocate memory".
+pub fn is_allocation_failure(message: &str) -> bool {
+    message.contains("out of memory") || message.contains("can't allocate memory")
 }
 
 pub type Result<T, E = BertError> = std::result::Result<T, E>;

@@ -13,7 +13,7 @@
 //!     "bert-base-uncased", Some(&["not_equivalent", "equivalent"]), device)?;
 //! eprint!("{report}"); // newly initialized: classifier.weight, classifier.bias
 //! let ids = Tensor::from_slice(&[101i64, 7592, 102]).view([1, 3]).to(device);
-//! let out = model.forward(&ids, &ids.zeros_like(), &ids.ones_like(), None, false);
+//! let out = model.forward(&ids, &ids.zeros_like(), &ids.ones_like(), None, false)?;
 //! println!("{:?}", out.logits.size()); // [1, 2]
 //! model.save_pretrained(std::path::Path::new("my-model"))?;
 //! # Ok(())
@@ -30,7 +30,7 @@ mod pretrained;
 
 pub use config::{BertConfig, HiddenAct};
 pub use device::{cpu_has_bf16, physical_cores, select_device, DeviceChoice};
-pub use error::{BertError, Result};
+pub use error::{is_allocation_failure, BertError, Result};
 pub use model::{
     BertModel, BertOutput, Layout, Precision, SequenceClassifier, SequenceClassifierOutput,
 };

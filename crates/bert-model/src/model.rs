@@ -2,10 +2,15 @@
 //! Parameter paths equal HF's state-dict keys, so one save is loadable by both.
 
 use tch::nn::{self, Init};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind, Reduction, TchError, Tensor};
 
 use crate::config::{BertConfig, HiddenAct};
 use crate::dropout::dropout;
+use crate::Result;
+
+/// Every op below is tch's fallible `f_*` form: a libtorch failure (out of memory, an
+/// index past the embedding table) comes back as an error, not as a panic.
+type TchResult<T> = std::result::Result<T, TchError>;
 
 /// fp32 master weights always; `Bf16` runs the forward under libtorch's own
 /// `torch.autocast(device, dtype=torch.bfloat16)`, as HF Trainer's `bf16=True` does:
@@ -50,13 +55,26 @@ fn linear(p: nn::Path, cfg: &BertConfig, input: i64, output: i64) -> nn::Linear 
 }
 
 /// `x @ W^T + b`; under autocast `linear` itself casts to the compute dtype.
-fn apply_linear(x: &Tensor, l: &nn::Linear) -> Tensor {
-    x.linear(&l.ws, l.bs.as_ref())
+fn apply_linear(x: &Tensor, l: &nn::Linear) -> TchResult<Tensor> {
+    x.f_linear(&l.ws, l.bs.as_ref())
 }
 
-fn apply_layer_norm(x: &Tensor, ln: &nn::LayerNorm, eps: f64) -> Tensor {
+fn apply_layer_norm(x: &Tensor, ln: &nn::LayerNorm, eps: f64) -> TchResult<Tensor> {
     let dim = ln.ws.as_ref().map(|w| w.size()).unwrap_or_default();
-    x.layer_norm(&dim, ln.ws.as_ref(), ln.bs.as_ref(), eps, true)
+    x.f_layer_norm(&dim, ln.ws.as_ref(), ln.bs.as_ref(), eps, true)
+}
+
+/// A 0-dim CPU tensor standing in for a scalar operand (ATen treats it as a scalar on
+/// any device). tch's `f_*` ops that take a `Scalar` still panic when libtorch fails:
+/// their temporary `Scalar` is dropped while the error is pending, and its `Drop`
+/// unwraps it. So the fallible forward never passes one.
+fn scalar<T: tch::kind::Element>(value: T) -> Tensor {
+    Tensor::from(value)
+}
+
+/// `nn::Embedding`'s lookup with its default config (no padding index, dense grads).
+fn apply_embedding(ids: &Tensor, e: &nn::Embedding) -> TchResult<Tensor> {
+    Tensor::f_embedding(&e.ws, ids, -1, false, false)
 }
 
 /// Where the tokens the padding-free encoder computes sit in a `[batch, seq]` batch:
@@ -82,53 +100,56 @@ struct Packing {
 const CUDA_ROW_MULTIPLE: i64 = 64;
 
 impl Packing {
-    fn from_mask(attention_mask: &Tensor, row_multiple: Option<i64>) -> Packing {
-        let (batch, seq) = attention_mask
-            .size2()
-            .expect("attention_mask is [batch, seq]");
+    fn from_mask(attention_mask: &Tensor, row_multiple: Option<i64>) -> TchResult<Packing> {
+        let (batch, seq) = attention_mask.size2()?;
         let device = attention_mask.device();
-        let first_column = Tensor::arange(seq, (Kind::Int64, device))
-            .eq(0)
-            .unsqueeze(0);
-        let keep = attention_mask.ne(0).logical_or(&first_column);
-        let per_row = keep.sum_dim_intlist(1, false, Kind::Int64);
-        let index = keep.flatten(0, -1).nonzero().squeeze_dim(1);
+        let first_column = Tensor::f_arange(seq, (Kind::Int64, device))?
+            .f_eq_tensor(&scalar(0i64))?
+            .f_unsqueeze(0)?;
+        let keep = attention_mask
+            .f_ne_tensor(&scalar(0i64))?
+            .f_logical_or(&first_column)?;
+        let per_row = keep.f_sum_dim_intlist(1, false, Kind::Int64)?;
+        let index = keep.f_flatten(0, -1)?.f_nonzero()?.f_squeeze_dim(1)?;
         let real = index.size()[0];
         let multiple = row_multiple.unwrap_or(if device.is_cuda() {
             CUDA_ROW_MULTIPLE
         } else {
             1
         });
-        Packing {
+        Ok(Packing {
             index,
-            first: per_row.cumsum(0, Kind::Int64) - &per_row,
+            first: per_row.f_cumsum(0, Kind::Int64)?.f_sub(&per_row)?,
             batch,
             seq,
             real,
             rows: (real + multiple - 1) / multiple * multiple,
-        }
+        })
     }
 
     /// `[rows, ...]` -> `[batch * seq, ...]`, zeros where nothing was computed.
-    fn pad(&self, x: &Tensor) -> Tensor {
+    fn pad(&self, x: &Tensor) -> TchResult<Tensor> {
         let mut shape = x.size();
         shape[0] = self.batch * self.seq;
-        Tensor::zeros(&shape, (x.kind(), x.device())).index_copy(
+        Tensor::f_zeros(&shape, (x.kind(), x.device()))?.f_index_copy(
             0,
             &self.index,
-            &x.narrow(0, 0, self.real),
+            &x.f_narrow(0, 0, self.real)?,
         )
     }
 
     /// `[batch * seq, ...]` -> `[rows, ...]` (dummy rows are zeros).
-    fn unpad(&self, x: &Tensor) -> Tensor {
-        let tokens = x.index_select(0, &self.index);
+    fn unpad(&self, x: &Tensor) -> TchResult<Tensor> {
+        let tokens = x.f_index_select(0, &self.index)?;
         if self.rows == self.real {
-            return tokens;
+            return Ok(tokens);
         }
         let mut shape = tokens.size();
         shape[0] = self.rows - self.real;
-        Tensor::cat(&[tokens, Tensor::zeros(&shape, (x.kind(), x.device()))], 0)
+        Tensor::f_cat(
+            &[tokens, Tensor::f_zeros(&shape, (x.kind(), x.device()))?],
+            0,
+        )
     }
 }
 
@@ -184,14 +205,14 @@ impl Embeddings {
         token_type_ids: &Tensor,
         position_ids: &Tensor,
         train: bool,
-    ) -> Tensor {
+    ) -> TchResult<Tensor> {
         // HF's order (`inputs_embeds + token_type_embeddings`, then `+= position`):
         // fp32 addition is not associative, and bf16 autocast magnifies the last bit.
-        let sum = input_ids.apply(&self.word)
-            + token_type_ids.apply(&self.token_type)
-            + position_ids.apply(&self.position);
+        let sum = apply_embedding(input_ids, &self.word)?
+            .f_add(&apply_embedding(token_type_ids, &self.token_type)?)?
+            .f_add(&apply_embedding(position_ids, &self.position)?)?;
         dropout(
-            &apply_layer_norm(&sum, &self.layer_norm, self.eps),
+            &apply_layer_norm(&sum, &self.layer_norm, self.eps)?,
             self.dropout,
             train,
         )
@@ -239,7 +260,7 @@ impl Attention {
         mask: &Tensor,
         packing: Option<&Packing>,
         train: bool,
-    ) -> Tensor {
+    ) -> TchResult<Tensor> {
         let (b, s) = match packing {
             Some(p) => (p.batch, p.seq),
             None => {
@@ -249,37 +270,41 @@ impl Attention {
         };
         let h = self.heads * self.head_dim;
         // [batch, heads, seq, head_dim], padding put back where attention needs it.
-        let heads = |x: Tensor| {
+        let heads = |x: Tensor| -> TchResult<Tensor> {
             let x = match packing {
-                Some(p) => p.pad(&x),
+                Some(p) => p.pad(&x)?,
                 None => x,
             };
-            x.view([b, s, self.heads, self.head_dim]).transpose(1, 2)
+            x.f_view([b, s, self.heads, self.head_dim])?
+                .f_transpose(1, 2)
         };
-        let q = heads(apply_linear(hidden, &self.query));
-        let k = heads(apply_linear(hidden, &self.key));
-        let v = heads(apply_linear(hidden, &self.value));
+        let q = heads(apply_linear(hidden, &self.query)?)?;
+        let k = heads(apply_linear(hidden, &self.key)?)?;
+        let v = heads(apply_linear(hidden, &self.value)?)?;
         let p = if train { self.attention_dropout } else { 0.0 };
         let context = if p > 0.0 && q.device() == Device::Cpu && q.kind() == Kind::Float {
             // What SDPA's math path does on CPU when dropout is on, written out so the
             // probabilities get our CPU dropout (see dropout.rs).
-            let scores = q.matmul(&k.transpose(-2, -1)) * (self.head_dim as f64).powf(-0.5) + mask;
-            dropout(&scores.softmax(-1, Kind::Float), p, train).matmul(&v)
+            let scores = q
+                .f_matmul(&k.f_transpose(-2, -1)?)?
+                .f_mul(&scalar((self.head_dim as f64).powf(-0.5)))?
+                .f_add(mask)?;
+            dropout(&scores.f_softmax(-1, Kind::Float)?, p, train)?.f_matmul(&v)?
         } else {
-            attention(&q, &k, &v, mask, p)
+            attention(&q, &k, &v, mask, p)?
         }
-        .transpose(1, 2)
-        .contiguous();
+        .f_transpose(1, 2)?
+        .f_contiguous()?;
         let context = match packing {
-            Some(p) => p.unpad(&context.view([b * s, h])),
-            None => context.view([b, s, h]),
+            Some(p) => p.unpad(&context.f_view([b * s, h])?)?,
+            None => context.f_view([b, s, h])?,
         };
         let out = dropout(
-            &apply_linear(&context, &self.output),
+            &apply_linear(&context, &self.output)?,
             self.hidden_dropout,
             train,
-        );
-        apply_layer_norm(&(out + hidden), &self.layer_norm, self.eps)
+        )?;
+        apply_layer_norm(&out.f_add(hidden)?, &self.layer_norm, self.eps)
     }
 }
 
@@ -289,11 +314,12 @@ impl Attention {
 /// bert-base run on an H200 spent most of its first 150 steps there (HF Trainer too).
 /// The memory-efficient kernel it falls back to has no per-shape cost. The switch is
 /// global, so it is restored after the call; GLUE_RS_CUDNN_ATTENTION=1 keeps cuDNN.
-fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, p: f64) -> Tensor {
+fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, p: f64) -> TchResult<Tensor> {
     static KEEP_CUDNN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let keep = *KEEP_CUDNN
         .get_or_init(|| std::env::var("GLUE_RS_CUDNN_ATTENTION").is_ok_and(|v| v == "1"));
-    let sdpa = || Tensor::scaled_dot_product_attention(q, k, v, Some(mask), p, false, None, false);
+    let sdpa =
+        || Tensor::f_scaled_dot_product_attention(q, k, v, Some(mask), p, false, None, false);
     if keep || !q.device().is_cuda() || !torch_shim::cudnn_attention() {
         return sdpa();
     }
@@ -337,15 +363,15 @@ impl FeedForward {
         }
     }
 
-    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        let y = apply_linear(x, &self.intermediate);
+    fn forward(&self, x: &Tensor, train: bool) -> TchResult<Tensor> {
+        let y = apply_linear(x, &self.intermediate)?;
         let y = match self.act {
-            HiddenAct::Gelu => y.gelu("none"),
-            HiddenAct::GeluNew => y.gelu("tanh"),
-            HiddenAct::Relu => y.relu(),
+            HiddenAct::Gelu => y.f_gelu("none")?,
+            HiddenAct::GeluNew => y.f_gelu("tanh")?,
+            HiddenAct::Relu => y.f_relu()?,
         };
-        let y = dropout(&apply_linear(&y, &self.output), self.dropout, train);
-        apply_layer_norm(&(y + x), &self.layer_norm, self.eps)
+        let y = dropout(&apply_linear(&y, &self.output)?, self.dropout, train)?;
+        apply_layer_norm(&y.f_add(x)?, &self.layer_norm, self.eps)
     }
 }
 
@@ -434,28 +460,29 @@ impl BertModel {
         token_type_ids: &Tensor,
         attention_mask: &Tensor,
         train: bool,
-    ) -> BertOutput {
+    ) -> Result<BertOutput> {
         let run = || match self.layout {
             Layout::PaddingFree => {
                 self.forward_packed(input_ids, token_type_ids, attention_mask, train)
             }
             Layout::Padded => self.forward_padded(input_ids, token_type_ids, attention_mask, train),
         };
-        match self.precision {
-            Precision::Fp32 => run(),
-            Precision::Bf16 => torch_shim::autocast(input_ids.device(), Kind::BFloat16, run)
-                .expect("set_precision accepts Bf16 only on devices with autocast"),
-        }
+        Ok(match self.precision {
+            Precision::Fp32 => run()?,
+            Precision::Bf16 => torch_shim::autocast(input_ids.device(), Kind::BFloat16, run)??,
+        })
     }
 
     /// Additive mask `[batch, 1, 1, seq]`: 0 where attended, fp32-min at padding, as
     /// HF's `_prepare_4d_attention_mask_for_sdpa` (autocast casts it with q, k, v).
-    fn additive_mask(attention_mask: &Tensor) -> Tensor {
-        (1.0 - attention_mask
-            .to_kind(Kind::Float)
-            .unsqueeze(1)
-            .unsqueeze(1))
-            * f64::from(f32::MIN)
+    fn additive_mask(attention_mask: &Tensor) -> TchResult<Tensor> {
+        attention_mask
+            .f_to_kind(Kind::Float)?
+            .f_unsqueeze(1)?
+            .f_unsqueeze(1)?
+            .f_neg()?
+            .f_add(&scalar(1f32))?
+            .f_mul(&scalar(f32::MIN))
     }
 
     /// HF `BertModel.forward`, op for op.
@@ -465,23 +492,23 @@ impl BertModel {
         token_type_ids: &Tensor,
         attention_mask: &Tensor,
         train: bool,
-    ) -> BertOutput {
-        let seq = input_ids.size()[1];
-        let positions = Tensor::arange(seq, (Kind::Int64, input_ids.device())).unsqueeze(0);
-        let mask = Self::additive_mask(attention_mask);
+    ) -> TchResult<BertOutput> {
+        let (_, seq) = input_ids.size2()?;
+        let positions = Tensor::f_arange(seq, (Kind::Int64, input_ids.device()))?.f_unsqueeze(0)?;
+        let mask = Self::additive_mask(attention_mask)?;
         let mut hidden = self
             .embeddings
-            .forward(input_ids, token_type_ids, &positions, train);
+            .forward(input_ids, token_type_ids, &positions, train)?;
         for layer in &self.layers {
-            hidden = layer.attention.forward(&hidden, &mask, None, train);
-            hidden = layer.feed_forward.forward(&hidden, train);
+            hidden = layer.attention.forward(&hidden, &mask, None, train)?;
+            hidden = layer.feed_forward.forward(&hidden, train)?;
         }
-        let cls = hidden.select(1, 0);
-        let pooled_output = apply_linear(&cls, &self.pooler).tanh();
-        BertOutput {
+        let cls = hidden.f_select(1, 0)?;
+        let pooled_output = apply_linear(&cls, &self.pooler)?.f_tanh()?;
+        Ok(BertOutput {
             last_hidden_state: hidden,
             pooled_output,
-        }
+        })
     }
 
     /// The same computation over `[total_tokens, hidden]`; see [`Layout::PaddingFree`].
@@ -491,36 +518,38 @@ impl BertModel {
         token_type_ids: &Tensor,
         attention_mask: &Tensor,
         train: bool,
-    ) -> BertOutput {
-        let packing = Packing::from_mask(attention_mask, self.row_multiple);
-        let mask = Self::additive_mask(attention_mask);
-        let gather = |t: &Tensor| packing.unpad(&t.flatten(0, -1));
-        let positions = gather(&Tensor::arange(
+    ) -> TchResult<BertOutput> {
+        let packing = Packing::from_mask(attention_mask, self.row_multiple)?;
+        let mask = Self::additive_mask(attention_mask)?;
+        let gather = |t: &Tensor| packing.unpad(&t.f_flatten(0, -1)?);
+        let positions = gather(&Tensor::f_arange(
             packing.batch * packing.seq,
             (Kind::Int64, input_ids.device()),
-        ))
-        .remainder(packing.seq);
+        )?)?
+        .f_remainder_tensor(&scalar(packing.seq))?;
         let mut hidden = self.embeddings.forward(
-            &gather(input_ids),
-            &gather(token_type_ids),
+            &gather(input_ids)?,
+            &gather(token_type_ids)?,
             &positions,
             train,
-        );
+        )?;
         for layer in &self.layers {
             hidden = layer
                 .attention
-                .forward(&hidden, &mask, Some(&packing), train);
-            hidden = layer.feed_forward.forward(&hidden, train);
+                .forward(&hidden, &mask, Some(&packing), train)?;
+            hidden = layer.feed_forward.forward(&hidden, train)?;
         }
-        let cls = hidden.index_select(0, &packing.first);
-        let pooled_output = apply_linear(&cls, &self.pooler).tanh();
+        let cls = hidden.f_index_select(0, &packing.first)?;
+        let pooled_output = apply_linear(&cls, &self.pooler)?.f_tanh()?;
         let hidden_size = hidden.size()[1];
-        BertOutput {
-            last_hidden_state: packing
-                .pad(&hidden)
-                .view([packing.batch, packing.seq, hidden_size]),
+        Ok(BertOutput {
+            last_hidden_state: packing.pad(&hidden)?.f_view([
+                packing.batch,
+                packing.seq,
+                hidden_size,
+            ])?,
             pooled_output,
-        }
+        })
     }
 }
 
@@ -560,6 +589,7 @@ impl SequenceClassifier {
     }
 
     /// `labels`: int64 class indices, or float scores when num_labels == 1 (HF's rule).
+    /// A libtorch failure (out of memory, an id past the embedding table) is an error.
     pub fn forward(
         &self,
         input_ids: &Tensor,
@@ -567,39 +597,45 @@ impl SequenceClassifier {
         attention_mask: &Tensor,
         labels: Option<&Tensor>,
         train: bool,
-    ) -> SequenceClassifierOutput {
-        let run = || {
+    ) -> Result<SequenceClassifierOutput> {
+        let run = || -> Result<(BertOutput, Tensor)> {
             let out = self
                 .bert
-                .forward(input_ids, token_type_ids, attention_mask, train);
+                .forward(input_ids, token_type_ids, attention_mask, train)?;
             let logits = apply_linear(
-                &dropout(&out.pooled_output, self.dropout, train),
+                &dropout(&out.pooled_output, self.dropout, train)?,
                 &self.classifier,
-            );
-            (out, logits)
+            )?;
+            Ok((out, logits))
         };
         // The head too runs under autocast, as in HF where the whole model does.
         let (out, logits) = match self.bert.precision() {
-            Precision::Fp32 => run(),
-            Precision::Bf16 => torch_shim::autocast(input_ids.device(), Kind::BFloat16, run)
-                .expect("set_precision accepts Bf16 only on devices with autocast"),
+            Precision::Fp32 => run()?,
+            Precision::Bf16 => torch_shim::autocast(input_ids.device(), Kind::BFloat16, run)??,
         };
         // The loss in fp32, as autocast's policy for losses has it.
-        let logits = logits.to_kind(Kind::Float);
-        let loss = labels.map(|labels| {
-            if self.num_labels == 1 {
-                (logits.squeeze_dim(-1) - labels.to_kind(Kind::Float))
-                    .square()
-                    .mean(Kind::Float)
-            } else {
-                logits.cross_entropy_for_logits(labels)
-            }
-        });
-        SequenceClassifierOutput {
+        let logits = logits.f_to_kind(Kind::Float)?;
+        let loss = match labels {
+            None => None,
+            // HF `MSELoss()` / `CrossEntropyLoss()` (mean; -100 ignored, as torch's default).
+            Some(labels) if self.num_labels == 1 => Some(
+                logits
+                    .f_squeeze_dim(-1)?
+                    .f_sub(&labels.f_to_kind(Kind::Float)?)?
+                    .f_square()?
+                    .f_mean(Kind::Float)?,
+            ),
+            Some(labels) => Some(
+                logits
+                    .f_log_softmax(-1, Kind::Float)?
+                    .f_nll_loss::<Tensor>(labels, None, Reduction::Mean, -100)?,
+            ),
+        };
+        Ok(SequenceClassifierOutput {
             logits,
             loss,
             pooled_output: out.pooled_output,
             last_hidden_state: out.last_hidden_state,
-        }
+        })
     }
 }

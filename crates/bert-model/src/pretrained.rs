@@ -221,7 +221,7 @@ impl BertForSequenceClassification {
         attention_mask: &Tensor,
         labels: Option<&Tensor>,
         train: bool,
-    ) -> SequenceClassifierOutput {
+    ) -> Result<SequenceClassifierOutput> {
         self.model
             .forward(input_ids, token_type_ids, attention_mask, labels, train)
     }

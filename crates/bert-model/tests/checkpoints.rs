@@ -27,7 +27,7 @@ fn fixed_input() -> (Tensor, Tensor, Tensor) {
 
 fn logits(model: &BertForSequenceClassification) -> Vec<f32> {
     let (ids, types, mask) = fixed_input();
-    let out = model.forward(&ids, &types, &mask, None, false);
+    let out = model.forward(&ids, &types, &mask, None, false).unwrap();
     Vec::try_from(out.logits.flatten(0, -1)).unwrap()
 }
 
@@ -37,9 +37,11 @@ fn assert_same_encoder_as_the_test_model(model: &BertForSequenceClassification) 
     let (ids, types, mask) = fixed_input();
     let a = model
         .forward(&ids, &types, &mask, None, false)
+        .unwrap()
         .pooled_output;
     let b = plain
         .forward(&ids, &types, &mask, None, false)
+        .unwrap()
         .pooled_output;
     assert!(a.allclose(&b, 0.0, 0.0, false));
 }
@@ -295,4 +297,36 @@ fn bad_checkpoints_give_typed_errors() {
         msg.contains("config.json") && msg.contains("hidden_act") && msg.contains("swish"),
         "{msg}"
     );
+}
+
+/// libtorch failures inside the forward come back as errors (tch's fallible `f_*`
+/// calls), not as panics: the callers turn them into one-line messages.
+#[test]
+fn forward_failures_are_errors_not_panics() {
+    let (model, _) = load_mrpc(test_model_dir().to_str().unwrap()).unwrap();
+    let (ids, types, mask) = fixed_input();
+    // A token id past the 30522-row embedding table (a tokenizer bigger than the model).
+    let too_big = ids.ones_like() * 40_000;
+    for layout in [bert_model::Layout::Padded, bert_model::Layout::PaddingFree] {
+        let mut model = load_mrpc(test_model_dir().to_str().unwrap()).unwrap().0;
+        model.set_layout(layout);
+        let error = model
+            .forward(&too_big, &types, &mask, None, false)
+            .expect_err("id 40000 is outside the vocabulary");
+        assert!(matches!(error, BertError::Torch(_)), "{error:?}");
+        assert!(error.to_string().contains("index out of range"), "{error}");
+        assert!(!error.is_out_of_memory());
+    }
+    // A batch whose first intermediate (2^38 x 512 one-byte or four-byte values) is past
+    // any address space: the allocation fails in every overcommit mode, and the inputs
+    // cost nothing (expanded from one element).
+    let huge = [1i64 << 38, 512];
+    let huge_ids = Tensor::zeros([1, 1], (Kind::Int64, Device::Cpu)).expand(huge, false);
+    let huge_mask = Tensor::ones([1, 1], (Kind::Int64, Device::Cpu)).expand(huge, false);
+    let error = tch::no_grad(|| model.forward(&huge_ids, &huge_ids, &huge_mask, None, false))
+        .expect_err("2^47 bytes cannot be allocated");
+    assert!(error.is_out_of_memory(), "{error}");
+    // The model still works afterwards.
+    let out = model.forward(&ids, &types, &mask, None, false).unwrap();
+    assert_eq!(out.logits.size(), [2, 2]);
 }

@@ -105,7 +105,9 @@ fn classification_matches_hf_on_mrpc_and_sst2_in_both_layouts() {
             for (_, mut v) in model.vs.variables() {
                 v.zero_grad();
             }
-            let out = model.forward(&ids, &types, &mask, Some(&labels), false);
+            let out = model
+                .forward(&ids, &types, &mask, Some(&labels), false)
+                .unwrap();
             let theirs_logits = floats(&case["logits"]);
             let theirs_pooled = floats(&case["pooled_output"]);
             let theirs_hidden = padded_golden_real_tokens(case, &mask);
@@ -159,7 +161,9 @@ fn padding_free_layout_equals_padded_layout_in_loss_and_gradients() {
         for (_, mut v) in model.vs.variables() {
             v.zero_grad();
         }
-        let out = model.forward(&ids, &types, &mask, Some(&labels), false);
+        let out = model
+            .forward(&ids, &types, &mask, Some(&labels), false)
+            .unwrap();
         let loss = out.loss.unwrap();
         loss.backward();
         let vars: std::collections::BTreeMap<String, Tensor> =
@@ -207,7 +211,9 @@ fn regression_head_and_mse_loss_match_hf_on_stsb() {
     let case = &g["cases"][2];
     let (ids, types, mask) = inputs(case);
     let labels = Tensor::from_slice(&floats(&case["labels"]));
-    let out = model.forward(&ids, &types, &mask, Some(&labels), false);
+    let out = model
+        .forward(&ids, &types, &mask, Some(&labels), false)
+        .unwrap();
     assert_eq!(out.logits.size(), vec![3, 1]);
     let d_logits = max_abs_diff(&out.logits, &floats(&case["logits"]));
     let loss = out.loss.unwrap();
@@ -282,7 +288,11 @@ fn bf16_matches_hf_autocast_in_both_layouts() {
             let name = case["name"].as_str().unwrap();
             let (ids, types, mask) = inputs(case);
             let labels = Tensor::from_slice(&ints(&case["labels"]));
-            let out = tch::no_grad(|| model.forward(&ids, &types, &mask, Some(&labels), false));
+            let out = tch::no_grad(|| {
+                model
+                    .forward(&ids, &types, &mask, Some(&labels), false)
+                    .unwrap()
+            });
             assert_eq!(out.logits.kind(), Kind::Float);
             assert_eq!(
                 out.last_hidden_state.kind(),

@@ -57,20 +57,17 @@ pub(crate) fn io_error(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) 
     move |source| TrainError::Io { path, source }
 }
 
-/// The text of a panic payload (tch reports libtorch errors by panicking).
-pub(crate) fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_default()
-}
-
-/// Whether a libtorch failure is an allocation failure: CUDA's caching allocator says
-/// "out of memory", the CPU allocator "can't allocate memory".
-pub(crate) fn is_out_of_memory(payload: &Box<dyn std::any::Any + Send>) -> bool {
-    let message = panic_message(payload);
-    message.contains("out of memory") || message.contains("can't allocate memory")
+impl TrainError {
+    /// Whether libtorch failed to allocate memory somewhere below this error.
+    pub fn is_out_of_memory(&self) -> bool {
+        match self {
+            TrainError::Model(e) => e.is_out_of_memory(),
+            TrainError::Torch(_) | TrainError::Shim(_) => {
+                bert_model::is_allocation_failure(&self.to_string())
+            }
+            _ => false,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -80,15 +77,13 @@ mod tests {
     #[test]
     fn libtorch_allocation_failures_are_recognised() {
         // A real failure of libtorch's CPU allocator (4 PiB), as tch reports it.
-        let payload = std::panic::catch_unwind(|| {
-            tch::Tensor::zeros([1i64 << 50], (tch::Kind::Float, tch::Device::Cpu))
-        })
-        .expect_err("4 PiB cannot be allocated");
-        assert!(is_out_of_memory(&payload), "{}", panic_message(&payload));
-        let cuda: Box<dyn std::any::Any + Send> =
-            Box::new("CUDA out of memory. Tried to allocate 2.00 GiB".to_string());
-        assert!(is_out_of_memory(&cuda));
-        let other: Box<dyn std::any::Any + Send> = Box::new("index out of range in self");
-        assert!(!is_out_of_memory(&other));
+        let error = tch::Tensor::f_zeros([1i64 << 50], (tch::Kind::Float, tch::Device::Cpu))
+            .expect_err("4 PiB cannot be allocated");
+        assert!(TrainError::from(error).is_out_of_memory());
+        let cuda = torch_shim::TorchError("CUDA out of memory. Tried to allocate 2.00 GiB".into());
+        assert!(TrainError::from(cuda).is_out_of_memory());
+        let other =
+            bert_model::BertError::Torch(tch::TchError::Torch("index out of range in self".into()));
+        assert!(!TrainError::from(other).is_out_of_memory());
     }
 }

@@ -1,7 +1,6 @@
 //! Evaluation and prediction over an encoded split, batch by batch, in eval mode.
 
 use std::collections::BTreeMap;
-use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
 use bert_model::BertForSequenceClassification;
@@ -9,23 +8,23 @@ use glue_data::{Batch, BatchLabels, Collator, EncodedSplit, Task};
 use glue_metrics::{classification, regression_nan_if_undefined};
 use tch::{Device, Kind, Tensor};
 
-use crate::error::{is_out_of_memory, Result, TrainError};
+use crate::error::{Result, TrainError};
 
 /// Batch buffers to device tensors: (input_ids, token_type_ids, attention_mask, labels).
-pub fn batch_tensors(batch: &Batch, device: Device) -> (Tensor, Tensor, Tensor, Tensor) {
+pub fn batch_tensors(batch: &Batch, device: Device) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
     let shape = [batch.batch_size as i64, batch.seq_len as i64];
-    let t = |v: &[i64]| Tensor::from_slice(v).view(shape).to(device);
+    let t = |v: &[i64]| Tensor::f_from_slice(v)?.f_view(shape)?.f_to(device);
     let labels = match &batch.labels {
-        BatchLabels::Classes(c) => Tensor::from_slice(c),
-        BatchLabels::Scores(s) => Tensor::from_slice(s),
+        BatchLabels::Classes(c) => Tensor::f_from_slice(c)?,
+        BatchLabels::Scores(s) => Tensor::f_from_slice(s)?,
     }
-    .to(device);
-    (
-        t(&batch.input_ids),
-        t(&batch.token_type_ids),
-        t(&batch.attention_mask),
+    .f_to(device)?;
+    Ok((
+        t(&batch.input_ids)?,
+        t(&batch.token_type_ids)?,
+        t(&batch.attention_mask)?,
         labels,
-    )
+    ))
 }
 
 /// Model outputs over a split: class ids (argmax) or scores (regression), per row.
@@ -66,15 +65,14 @@ pub fn evaluate(
     tch::no_grad(|| -> Result<()> {
         for chunk in order.chunks(batch_size.max(1)) {
             let batch = collator.collate(split, chunk)?;
-            let (ids, types, mask, labels) = batch_tensors(&batch, device);
-            let forward = || model.forward(&ids, &types, &mask, labelled.then_some(&labels), false);
-            let out = match catch_unwind(AssertUnwindSafe(forward)) {
-                Ok(out) => out,
-                Err(payload) if is_out_of_memory(&payload) => {
-                    return Err(TrainError::EvalOutOfMemory { batch_size });
-                }
-                Err(payload) => resume_unwind(payload),
+            let forward = || -> Result<_> {
+                let (ids, types, mask, labels) = batch_tensors(&batch, device)?;
+                Ok(model.forward(&ids, &types, &mask, labelled.then_some(&labels), false)?)
             };
+            let out = forward().map_err(|e| match e.is_out_of_memory() {
+                true => TrainError::EvalOutOfMemory { batch_size },
+                false => e,
+            })?;
             if let Some(loss) = out.loss {
                 loss_sum += loss.to_kind(Kind::Double) * chunk.len() as f64;
             }

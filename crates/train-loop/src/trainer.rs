@@ -4,7 +4,6 @@
 //! stopping, and exact resume.
 
 use std::collections::BTreeMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -16,7 +15,7 @@ use tch::{Kind, Tensor};
 
 use crate::args::{IntervalStrategy, TrainingArgs};
 use crate::checkpoint::{self, CheckpointParts};
-use crate::error::{is_out_of_memory, Result, TrainError};
+use crate::error::{Result, TrainError};
 use crate::eval::{batch_tensors, evaluate};
 use crate::optim::{clip_grad_norm, AdamW, AdamWConfig, Param};
 use crate::schedule::LrSchedule;
@@ -274,12 +273,19 @@ impl Trainer<'_> {
         let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
         for (micro, rows) in group.iter().enumerate() {
             let batch = self.collator.collate(&self.train_data, rows)?;
-            let (ids, types, mask, labels) = batch_tensors(&batch, device);
+            let (ids, types, mask, labels) = batch_tensors(&batch, device)?;
             tch::manual_seed(step_seed(self.args.seed, step, micro));
-            let out = self.model.forward(&ids, &types, &mask, Some(&labels), true);
-            let loss = out.loss.expect("labels given") / group.len() as f64;
-            loss.backward();
-            loss_sum += loss.detach().to_kind(Kind::Double);
+            let out = self
+                .model
+                .forward(&ids, &types, &mask, Some(&labels), true)?;
+            let Some(loss) = out.loss else {
+                unreachable!("the model returns a loss when given labels")
+            };
+            // A 0-dim f32 divisor, not a Scalar (see bert-model's `scalar`): same value, and a
+            // failure here is an error rather than a panic.
+            let loss = loss.f_div(&Tensor::from(group.len() as f32))?;
+            loss.f_backward()?;
+            loss_sum = loss_sum.f_add(&loss.detach().f_to_kind(Kind::Double)?)?;
         }
         let grad_norm = if self.args.max_grad_norm > 0.0 {
             let params: Vec<&Tensor> = optimizer.params().iter().map(|p| &p.tensor).collect();
@@ -357,16 +363,13 @@ impl Trainer<'_> {
             for (u, group) in groups.iter().enumerate().skip(done_in_epoch) {
                 let step = state.global_step;
                 let lr = schedule.lr(self.args.learning_rate, step);
-                let outcome = catch_unwind(AssertUnwindSafe(|| {
-                    self.update(&mut optimizer, group, lr, step)
-                }));
-                let (loss, grad_norm) = match outcome {
-                    Ok(result) => result?,
-                    Err(payload) if is_out_of_memory(&payload) => {
-                        return Err(TrainError::OutOfMemory { step: step + 1 })
-                    }
-                    Err(payload) => std::panic::resume_unwind(payload),
-                };
+                let (loss, grad_norm) =
+                    self.update(&mut optimizer, group, lr, step).map_err(|e| {
+                        match e.is_out_of_memory() {
+                            true => TrainError::OutOfMemory { step: step + 1 },
+                            false => e,
+                        }
+                    })?;
                 pending_loss += loss;
                 state.global_step += 1;
                 state.epoch = epoch as f64 + (u + 1) as f64 / groups.len() as f64;
