@@ -227,36 +227,21 @@ fn device(choice: &str) -> Result<tch::Device> {
     Ok(device)
 }
 
-/// The model's tokenizer, checked against the model: every token id must have an
-/// embedding row, and sequences are clamped to the model's maximum, as run_glue.py does.
+/// The model's tokenizer, checked against the model, sequences clamped to the model's
+/// maximum with a warning, as run_glue.py does.
 fn preprocessor(
     model: &BertForSequenceClassification,
     max_seq_length: usize,
 ) -> Result<Preprocessor> {
-    let dir = model.tokenizer_dir.as_ref().context(
-        "the model folder has no tokenizer.json; copy the tokenizer files next to the weights",
-    )?;
-    let limit = model.config.max_position_embeddings.max(1) as usize;
-    let max_seq_length = if max_seq_length > limit {
+    let tok = train_loop::model_tokenizer(model, max_seq_length)?;
+    if let Some(asked) = tok.clamped_from {
         eprintln!(
-            "warning: --max-seq-length {max_seq_length} is larger than the model's maximum \
-             ({limit}, max_position_embeddings); using {limit}"
-        );
-        limit
-    } else {
-        max_seq_length
-    };
-    let pre = Preprocessor::from_file(dir, max_seq_length)?;
-    let tokens = pre.tokenizer().get_vocab_size(true);
-    let rows = model.config.vocab_size.max(0) as usize;
-    if tokens > rows {
-        bail!(
-            "the tokenizer in {} has {tokens} tokens but the model's embedding matrix has {rows} rows; \
-             use the tokenizer that came with the model",
-            dir.display()
+            "warning: --max-seq-length {asked} is larger than the model's maximum \
+             ({}, max_position_embeddings); using {}",
+            tok.max_seq_length, tok.max_seq_length
         );
     }
-    Ok(pre)
+    Ok(tok.preprocessor)
 }
 
 fn encode(pre: &Preprocessor, data_dir: &Path, task: Task, split: &str) -> Result<EncodedSplit> {
@@ -444,7 +429,8 @@ pub fn run(run: &RunArgs) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let mut reporter =
         CliReporter::new(args.per_device_train_batch_size * args.gradient_accumulation_steps);
-    let collator = Collator::new(&pre).with_pad_to_multiple_of(args.pad_to_multiple_of);
+    // The trainer sets the collator's pad_to_multiple_of from args.
+    let collator = Collator::new(&pre);
     let mut trainer = Trainer {
         args: args.clone(),
         task,

@@ -34,6 +34,18 @@ pub enum TrainError {
         source: std::io::Error,
     },
 
+    #[error(
+        "the model folder has no tokenizer.json; copy the tokenizer files next to the weights"
+    )]
+    NoTokenizer,
+
+    #[error("the tokenizer in {} has {tokens} tokens but the model's embedding matrix has {rows} rows; use the tokenizer that came with the model", dir.display())]
+    TokenizerTooLarge {
+        dir: PathBuf,
+        tokens: usize,
+        rows: usize,
+    },
+
     #[error(transparent)]
     Data(#[from] glue_data::DataError),
 

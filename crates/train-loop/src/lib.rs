@@ -4,7 +4,7 @@
 //! crash-safe checkpoints in HF's layout that resume exactly.
 //!
 //! ```no_run
-//! use glue_data::{load_split, Collator, Preprocessor, Task};
+//! use glue_data::{load_split, Collator, Task};
 //! use bert_model::BertForSequenceClassification;
 //! use train_loop::{EvalSet, Trainer, TrainingArgs};
 //!
@@ -12,12 +12,14 @@
 //! let task = Task::Mrpc;
 //! let (model, _) = BertForSequenceClassification::from_pretrained(
 //!     "bert-base-uncased", Some(task.spec().label_names), tch::Device::Cpu)?;
-//! let pre = Preprocessor::from_file(model.tokenizer_dir.as_ref().unwrap(), 128)?;
+//! let args = TrainingArgs::default();
+//! // The model's tokenizer, max_seq_length (128) fitted to the model as run_glue.py does.
+//! let pre = train_loop::model_tokenizer(&model, args.max_seq_length)?.preprocessor;
 //! let data = std::path::Path::new("data/glue");
 //! let train = pre.encode_split(&load_split(data, task, "train")?)?;
 //! let validation = pre.encode_split(&load_split(data, task, "validation")?)?;
 //! let mut trainer = Trainer {
-//!     args: TrainingArgs::default(),
+//!     args,
 //!     task,
 //!     model,
 //!     collator: Collator::new(&pre),
@@ -37,6 +39,7 @@ mod error;
 mod eval;
 mod lock;
 mod optim;
+mod prepare;
 mod schedule;
 mod state;
 mod trainer;
@@ -46,6 +49,7 @@ pub use error::{Result, TrainError};
 pub use eval::{batch_tensors, evaluate, EvalOutput, Predictions};
 pub use lock::OutputLock;
 pub use optim::{clip_grad_norm, AdamW, AdamWConfig, OptimizerKind, Param};
+pub use prepare::{model_tokenizer, ModelTokenizer};
 pub use schedule::{LrSchedule, SchedulerType};
 pub use state::{LogEntry, RunningTotals, TrainerState};
 pub use trainer::{Control, EvalSet, Plan, TrainOutput, Trainer, TrainerCallback};

@@ -94,6 +94,7 @@ pub struct Trainer<'r> {
     pub args: TrainingArgs,
     pub task: Task,
     pub model: BertForSequenceClassification,
+    /// Pads the batches; its `pad_to_multiple_of` is set from `args` by the trainer.
     pub collator: Collator,
     pub train_data: EncodedSplit,
     pub eval_sets: Vec<EvalSet>,
@@ -232,6 +233,7 @@ impl Trainer<'_> {
         } else {
             Precision::Fp32
         })?;
+        self.collator.pad_to_multiple_of = self.args.pad_to_multiple_of;
         self.model.set_layout(if self.args.padding_free {
             Layout::PaddingFree
         } else {

@@ -74,6 +74,7 @@ fn callbacks_see_every_event_and_can_stop_training() {
         eval_steps: Some(2),
         save_strategy: IntervalStrategy::Steps,
         save_steps: 2,
+        pad_to_multiple_of: Some(8),
         ..TrainingArgs::default()
     };
     let (mut first, mut second) = (
@@ -97,6 +98,8 @@ fn callbacks_see_every_event_and_can_stop_training() {
         callbacks: vec![&mut first, &mut second],
     };
     let out = trainer.train(None).unwrap();
+    // The collator was built without it: the trainer applies args.pad_to_multiple_of.
+    assert_eq!(trainer.collator.pad_to_multiple_of, Some(8));
     drop(trainer);
     assert_eq!(out.state.global_step, 3, "stopped after step 3 of 10");
     let want = [
