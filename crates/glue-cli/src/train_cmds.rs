@@ -22,7 +22,7 @@ use crate::DataArgs;
 pub struct TrainingFlags {
     #[arg(long)]
     pub(crate) output_dir: Option<PathBuf>,
-    #[arg(long, value_parser = finite_f64)]
+    #[arg(long, value_parser = finite_f64, allow_hyphen_values = true)]
     num_train_epochs: Option<f64>,
     #[arg(long)]
     max_steps: Option<u64>,
@@ -30,17 +30,17 @@ pub struct TrainingFlags {
     per_device_train_batch_size: Option<usize>,
     #[arg(long)]
     pub(crate) per_device_eval_batch_size: Option<usize>,
-    #[arg(long, value_parser = finite_f64)]
+    #[arg(long, value_parser = finite_f64, allow_hyphen_values = true)]
     learning_rate: Option<f64>,
-    #[arg(long, value_parser = finite_f64)]
+    #[arg(long, value_parser = finite_f64, allow_hyphen_values = true)]
     weight_decay: Option<f64>,
-    #[arg(long, value_parser = finite_f64)]
+    #[arg(long, value_parser = finite_f64, allow_hyphen_values = true)]
     adam_beta1: Option<f64>,
-    #[arg(long, value_parser = finite_f64)]
+    #[arg(long, value_parser = finite_f64, allow_hyphen_values = true)]
     adam_beta2: Option<f64>,
-    #[arg(long, value_parser = finite_f64)]
+    #[arg(long, value_parser = finite_f64, allow_hyphen_values = true)]
     adam_epsilon: Option<f64>,
-    #[arg(long, value_parser = finite_f64)]
+    #[arg(long, value_parser = finite_f64, allow_hyphen_values = true)]
     max_grad_norm: Option<f64>,
     /// adamw_torch_fused (default, as HF) or adamw_torch (single-tensor)
     #[arg(long)]
@@ -50,7 +50,7 @@ pub struct TrainingFlags {
     lr_scheduler_type: Option<String>,
     #[arg(long)]
     warmup_steps: Option<u64>,
-    #[arg(long, value_parser = finite_f64)]
+    #[arg(long, value_parser = finite_f64, allow_hyphen_values = true)]
     warmup_ratio: Option<f64>,
     #[arg(long)]
     gradient_accumulation_steps: Option<usize>,
@@ -96,7 +96,9 @@ pub struct TrainingFlags {
 }
 
 /// Float flags must be numbers: NaN and inf would otherwise vanish in the flag merge
-/// (JSON has no NaN) and silently become the defaults.
+/// (JSON has no NaN) and silently become the defaults. They take values starting with a
+/// hyphen (`allow_hyphen_values`), so `--adam-epsilon -1e-8` reaches the range check
+/// instead of clap's "unexpected argument '-1'" (its negative-number rule misses `1e-8`).
 fn finite_f64(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(v) if v.is_finite() => Ok(v),
@@ -385,17 +387,14 @@ pub fn run(run: &RunArgs) -> Result<()> {
     if let Some(dir) = &resume {
         check_resume(dir, &args, task, run.resume_with_changed_args)?;
     }
-    // Data first: a missing file should fail before a model download.
-    for split in std::iter::once(train_split).chain(spec.eval_splits.iter().copied()) {
-        let path = glue_data::split_path(&run.data.data_dir, task, spec.split(split)?);
-        if !path.exists() {
-            return Err(glue_data::DataError::MissingData {
-                path,
-                task: task.name().into(),
-            }
-            .into());
-        }
-    }
+    // Data first: a missing or damaged file (bad labels, wrong schema) fails before a
+    // model download; only the tokenization waits for the model's tokenizer.
+    let train_raw = load_split(&run.data.data_dir, task, train_split)?;
+    let eval_raw = spec
+        .eval_splits
+        .iter()
+        .map(|split| load_split(&run.data.data_dir, task, split))
+        .collect::<Result<Vec<_>, _>>()?;
     if args.full_determinism && std::env::var_os("CUBLAS_WORKSPACE_CONFIG").is_none() {
         // As HF's enable_full_determinism; cuBLAS reads it when CUDA starts, below.
         std::env::set_var("CUBLAS_WORKSPACE_CONFIG", ":4096:8");
@@ -414,19 +413,22 @@ pub fn run(run: &RunArgs) -> Result<()> {
         eprintln!("note: this CPU has no bfloat16 instructions (AVX512-BF16 or AMX); --bf16 will be slower than fp32 here");
     }
     let pre = preprocessor(&model, args.max_seq_length)?;
-    let train_data = encode(&pre, &run.data.data_dir, task, train_split)?;
+    let train_data = pre.encode_split(&train_raw)?;
+    drop(train_raw);
     let eval_sets = spec
         .eval_splits
         .iter()
+        .zip(&eval_raw)
         .enumerate()
-        .map(|(i, split)| {
+        .map(|(i, (split, raw))| {
             Ok(EvalSet {
                 split: split.to_string(),
                 suffix: spec.eval_suffix(i).to_string(),
-                data: encode(&pre, &run.data.data_dir, task, split)?,
+                data: pre.encode_split(raw)?,
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    drop(eval_raw);
     let mut reporter =
         CliReporter::new(args.per_device_train_batch_size * args.gradient_accumulation_steps);
     // The trainer sets the collator's pad_to_multiple_of from args.

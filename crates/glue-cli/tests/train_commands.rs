@@ -428,8 +428,31 @@ fn run_errors_are_one_line_with_exit_2() {
     fs::write(&wrong_type, "learning_rate = \"fast\"\n").unwrap();
     let metric_dir = tmp.path().join("metric");
     let scratch = tmp.path().join("out");
+    // RTE whose train file is really its validation file: found before the model loads.
+    let bad_data = tmp.path().join("bad-data");
+    fs::create_dir_all(bad_data.join("rte")).unwrap();
+    for (to, from) in [("train", "validation"), ("validation", "validation")] {
+        fs::copy(
+            mirror.join(format!("rte/{from}-00000-of-00001.parquet")),
+            bad_data.join(format!("rte/{to}-00000-of-00001.parquet")),
+        )
+        .unwrap();
+    }
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["run", "--task", "squad"], "unknown GLUE task `squad`"),
+        // The hub is offline: a model-first order would fail on the model instead.
+        (
+            vec![
+                "run",
+                "--task",
+                "rte",
+                "--data-dir",
+                bad_data.to_str().unwrap(),
+                "--model",
+                "no-such-org/no-such-model",
+            ],
+            "train-00000-of-00001.parquet: expected 2490 rows, found 277",
+        ),
         // A config key misspelt or of the wrong type is named.
         (
             vec![
@@ -507,7 +530,7 @@ fn run_errors_are_one_line_with_exit_2() {
             "--adam-beta1 must be in [0, 1), got 1.5",
         ),
         (
-            vec!["run", "--task", "mrpc", "--adam-epsilon=-1e-8"],
+            vec!["run", "--task", "mrpc", "--adam-epsilon", "-1e-8"],
             "--adam-epsilon must be a finite number >= 0",
         ),
         (
