@@ -18,7 +18,9 @@ def main():
     model.eval()
     ids = torch.tensor(INPUT_IDS)
     with torch.no_grad():
-        logits = model(input_ids=ids, attention_mask=(ids != 0).long(), token_type_ids=torch.zeros_like(ids)).logits
+        # DistilBERT has no token types; BERT gets zeros, as glue-rs's fixed input has.
+        types = {} if model.config.model_type == "distilbert" else {"token_type_ids": torch.zeros_like(ids)}
+        logits = model(input_ids=ids, attention_mask=(ids != 0).long(), **types).logits
     print(
         json.dumps(
             {

@@ -67,6 +67,25 @@ pub fn hub_sha256() -> HashMap<String, String> {
         .collect()
 }
 
+/// The reference stack's python (`.venv-ref`, from `cargo xtask setup --reference`)
+/// for the live HF transformers checks; `None`, said loudly on stderr, where it is not
+/// installed (CI installs it, so there the checks run).
+pub fn reference_python() -> Option<PathBuf> {
+    let python = workspace_root().join(".venv-ref/bin/python");
+    if python.exists() {
+        Some(python)
+    } else {
+        // Straight to the stream: libtest captures eprintln!, and this must be seen.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** SKIPPED the live HF transformers check: .venv-ref is missing. \
+             Run `cargo xtask setup --reference` to enable it. ***\n"
+        );
+        None
+    }
+}
+
 /// Reads a golden file of `tests/golden/`.
 pub fn golden(name: &str) -> serde_json::Value {
     let path = workspace_root().join("tests/golden").join(name);

@@ -1,4 +1,6 @@
-//! `BertConfig`: HF `config.json`, field for field (transformers' `BertConfig`).
+//! `BertConfig`: HF `config.json`, field for field (transformers' `BertConfig`), also
+//! read from a DistilBERT `config.json` (its own field names mapped to BERT's, and back
+//! on save), with the [`Architecture`] taken from `model_type` as `AutoConfig` does.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -53,6 +55,67 @@ fn d_init_range() -> f64 {
     0.02
 }
 
+/// Which encoder a `config.json` describes (`model_type`), as `AutoModel` dispatches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Architecture {
+    /// transformers' `modeling_bert.py`.
+    #[default]
+    Bert,
+    /// transformers' `modeling_distilbert.py`: no token types, no pooler, a
+    /// `pre_classifier` + ReLU head, no dropout after the attention output.
+    DistilBert,
+}
+
+impl Architecture {
+    /// The `model_type` values this crate runs, for error messages.
+    pub const SUPPORTED: &'static str = "bert, distilbert";
+
+    pub fn from_model_type(model_type: &str) -> Option<Self> {
+        match model_type {
+            "bert" => Some(Architecture::Bert),
+            "distilbert" => Some(Architecture::DistilBert),
+            _ => None,
+        }
+    }
+
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Architecture::Bert => "bert",
+            Architecture::DistilBert => "distilbert",
+        }
+    }
+
+    /// HF's class name, written to `architectures` on save.
+    pub fn classifier_class(self) -> &'static str {
+        match self {
+            Architecture::Bert => "BertForSequenceClassification",
+            Architecture::DistilBert => "DistilBertForSequenceClassification",
+        }
+    }
+
+    /// The encoder's prefix in the classifier's state dict (`bert.`, `distilbert.`).
+    pub fn prefix(self) -> &'static str {
+        self.model_type()
+    }
+}
+
+/// DistilBERT's `config.json` names (transformers' `DistilBertConfig`) for BERT's.
+const DISTILBERT_NAMES: &[(&str, &str)] = &[
+    ("dim", "hidden_size"),
+    ("n_layers", "num_hidden_layers"),
+    ("n_heads", "num_attention_heads"),
+    ("hidden_dim", "intermediate_size"),
+    ("activation", "hidden_act"),
+    ("dropout", "hidden_dropout_prob"),
+    ("attention_dropout", "attention_probs_dropout_prob"),
+    ("seq_classif_dropout", "classifier_dropout"),
+];
+
+/// `DistilBertConfig()` defaults where they differ from `BertConfig()`'s.
+fn distilbert_defaults() -> [(&'static str, serde_json::Value); 2] {
+    [("n_layers", 6.into()), ("seq_classif_dropout", 0.2.into())]
+}
+
 /// Defaults are those of `transformers.BertConfig()` (bert-base-uncased).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BertConfig {
@@ -103,6 +166,9 @@ pub struct BertConfig {
     /// Every other field of the file, kept so a save writes it back.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
+    /// From `model_type`; not a field of its own in the file.
+    #[serde(skip)]
+    pub architecture: Architecture,
 }
 
 impl Default for BertConfig {
@@ -115,27 +181,85 @@ impl BertConfig {
     /// Reads and checks `config.json`; errors name the file and the field.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(io_error(path))?;
-        let de = &mut serde_json::Deserializer::from_str(&text);
-        let config: BertConfig =
-            serde_path_to_error::deserialize(de).map_err(|e| BertError::Config {
-                path: path.to_path_buf(),
-                message: format!("field `{}`: {}", e.path(), e.inner()),
-            })?;
-        config.validate().map_err(|message| BertError::Config {
+        let error = |message: String| BertError::Config {
             path: path.to_path_buf(),
             message,
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| error(e.to_string()))?;
+        Self::from_json(value).map_err(error)
+    }
+
+    /// Reads a parsed `config.json` of any supported `model_type`; the error names the
+    /// field as the file spells it.
+    pub fn from_json(mut value: serde_json::Value) -> std::result::Result<Self, String> {
+        let model_type = value.get("model_type").and_then(|t| t.as_str());
+        let architecture = match model_type {
+            None => Architecture::Bert,
+            Some(t) => Architecture::from_model_type(t).ok_or_else(|| {
+                format!(
+                    "field `model_type`: `{t}` is not supported; supported: {}",
+                    Architecture::SUPPORTED
+                )
+            })?,
+        };
+        if architecture == Architecture::DistilBert {
+            let object = value
+                .as_object_mut()
+                .ok_or_else(|| "the file is not a JSON object".to_string())?;
+            if object.get("sinusoidal_pos_embds") == Some(&serde_json::Value::Bool(true)) {
+                return Err(
+                    "field `sinusoidal_pos_embds`: fixed sinusoidal positions are not \
+                            supported, only learned ones (false)"
+                        .into(),
+                );
+            }
+            for (name, default) in distilbert_defaults() {
+                object.entry(name).or_insert(default);
+            }
+            for (theirs, ours) in DISTILBERT_NAMES {
+                if let Some(v) = object.remove(*theirs) {
+                    object.insert(ours.to_string(), v);
+                }
+            }
+        }
+        let mut config: BertConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+            let field = e.path().to_string();
+            let field = DISTILBERT_NAMES
+                .iter()
+                .find(|(_, ours)| architecture == Architecture::DistilBert && *ours == field)
+                .map_or(field.as_str(), |(theirs, _)| theirs);
+            format!("field `{field}`: {}", e.inner())
         })?;
+        config.architecture = architecture;
+        config.validate()?;
         Ok(config)
     }
 
-    fn validate(&self) -> std::result::Result<(), String> {
-        if let Some(t) = &self.model_type {
-            if t != "bert" {
-                return Err(format!(
-                    "field `model_type`: `{t}` is not supported, only `bert`"
-                ));
+    /// The `config.json` this config was read from, in its architecture's field names,
+    /// with `architectures` and `model_type` set for a sequence classifier.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut config = self.clone();
+        config.architectures = Some(vec![self.architecture.classifier_class().into()]);
+        config.model_type = Some(self.architecture.model_type().into());
+        let mut value = serde_json::to_value(&config).expect("a config serializes");
+        if self.architecture == Architecture::DistilBert {
+            let object = value
+                .as_object_mut()
+                .expect("a struct serializes to an object");
+            for (theirs, ours) in DISTILBERT_NAMES {
+                if let Some(v) = object.remove(*ours) {
+                    object.insert(theirs.to_string(), v);
+                }
             }
+            // BERT fields DistilBERT does not have (its LayerNorm eps is fixed at 1e-12).
+            object.remove("type_vocab_size");
+            object.remove("layer_norm_eps");
         }
+        value
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
         if let Some(t) = &self.position_embedding_type {
             if t != "absolute" {
                 return Err(format!(

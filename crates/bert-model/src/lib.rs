@@ -28,7 +28,7 @@ pub mod hub;
 mod model;
 mod pretrained;
 
-pub use config::{BertConfig, HiddenAct};
+pub use config::{Architecture, BertConfig, HiddenAct};
 pub use device::{cpu_has_bf16, physical_cores, select_device, DeviceChoice};
 pub use error::{is_allocation_failure, BertError, Result};
 pub use model::{

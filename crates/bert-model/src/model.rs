@@ -1,10 +1,12 @@
-//! BERT in tch, block for block as HF `transformers/models/bert/modeling_bert.py`.
-//! Parameter paths equal HF's state-dict keys, so one save is loadable by both.
+//! BERT in tch, block for block as HF `transformers/models/bert/modeling_bert.py`,
+//! and DistilBERT (`modeling_distilbert.py`), which is the same encoder with other
+//! parameter names, no token types and no pooler. Parameter paths equal HF's
+//! state-dict keys, so one save is loadable by both.
 
 use tch::nn::{self, Init};
 use tch::{Device, Kind, Reduction, TchError, Tensor};
 
-use crate::config::{BertConfig, HiddenAct};
+use crate::config::{Architecture, BertConfig, HiddenAct};
 use crate::dropout::dropout;
 use crate::Result;
 
@@ -164,12 +166,13 @@ fn layer_norm(p: nn::Path, cfg: &BertConfig) -> nn::LayerNorm {
     )
 }
 
-/// HF `BertEmbeddings`: word + position + token type, LayerNorm, dropout.
+/// HF `BertEmbeddings`: word + position + token type, LayerNorm, dropout
+/// (DistilBERT's `Embeddings`: no token types).
 #[derive(Debug)]
 struct Embeddings {
     word: nn::Embedding,
     position: nn::Embedding,
-    token_type: nn::Embedding,
+    token_type: Option<nn::Embedding>,
     layer_norm: nn::LayerNorm,
     dropout: f64,
     eps: f64,
@@ -191,7 +194,8 @@ impl Embeddings {
         Embeddings {
             word: emb("word_embeddings", cfg.vocab_size),
             position: emb("position_embeddings", cfg.max_position_embeddings),
-            token_type: emb("token_type_embeddings", cfg.type_vocab_size),
+            token_type: (cfg.architecture == Architecture::Bert)
+                .then(|| emb("token_type_embeddings", cfg.type_vocab_size)),
             layer_norm: layer_norm(&p / "LayerNorm", cfg),
             dropout: cfg.hidden_dropout_prob,
             eps: cfg.layer_norm_eps,
@@ -208,9 +212,11 @@ impl Embeddings {
     ) -> TchResult<Tensor> {
         // HF's order (`inputs_embeds + token_type_embeddings`, then `+= position`):
         // fp32 addition is not associative, and bf16 autocast magnifies the last bit.
-        let sum = apply_embedding(input_ids, &self.word)?
-            .f_add(&apply_embedding(token_type_ids, &self.token_type)?)?
-            .f_add(&apply_embedding(position_ids, &self.position)?)?;
+        let mut sum = apply_embedding(input_ids, &self.word)?;
+        if let Some(token_type) = &self.token_type {
+            sum = sum.f_add(&apply_embedding(token_type_ids, token_type)?)?;
+        }
+        let sum = sum.f_add(&apply_embedding(position_ids, &self.position)?)?;
         dropout(
             &apply_layer_norm(&sum, &self.layer_norm, self.eps)?,
             self.dropout,
@@ -219,7 +225,8 @@ impl Embeddings {
     }
 }
 
-/// HF `BertSdpaSelfAttention` + `BertSelfOutput` (post-LN residual).
+/// HF `BertSdpaSelfAttention` + `BertSelfOutput` (post-LN residual); DistilBERT's
+/// `DistilBertSelfAttention` + `sa_layer_norm`, which has no dropout after `out_lin`.
 #[derive(Debug)]
 struct Attention {
     query: nn::Linear,
@@ -235,20 +242,38 @@ struct Attention {
 }
 
 impl Attention {
-    fn load(p: nn::Path, cfg: &BertConfig) -> Self {
+    /// `layer`: the path of one encoder layer.
+    fn load(layer: &nn::Path, cfg: &BertConfig) -> Self {
         let h = cfg.hidden_size;
-        let s = &p / "self";
-        let o = &p / "output";
+        let a = layer / "attention";
+        let (query, key, value, output, norm, hidden_dropout) = match cfg.architecture {
+            Architecture::Bert => (
+                &a / "self" / "query",
+                &a / "self" / "key",
+                &a / "self" / "value",
+                &a / "output" / "dense",
+                &a / "output" / "LayerNorm",
+                cfg.hidden_dropout_prob,
+            ),
+            Architecture::DistilBert => (
+                &a / "q_lin",
+                &a / "k_lin",
+                &a / "v_lin",
+                &a / "out_lin",
+                layer / "sa_layer_norm",
+                0.0,
+            ),
+        };
         Attention {
-            query: linear(&s / "query", cfg, h, h),
-            key: linear(&s / "key", cfg, h, h),
-            value: linear(&s / "value", cfg, h, h),
-            output: linear(&o / "dense", cfg, h, h),
-            layer_norm: layer_norm(&o / "LayerNorm", cfg),
+            query: linear(query, cfg, h, h),
+            key: linear(key, cfg, h, h),
+            value: linear(value, cfg, h, h),
+            output: linear(output, cfg, h, h),
+            layer_norm: layer_norm(norm, cfg),
             heads: cfg.num_attention_heads,
             head_dim: cfg.head_dim(),
             attention_dropout: cfg.attention_probs_dropout_prob,
-            hidden_dropout: cfg.hidden_dropout_prob,
+            hidden_dropout,
             eps: cfg.layer_norm_eps,
         }
     }
@@ -330,7 +355,8 @@ fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, p: f64) -> TchRe
     out
 }
 
-/// HF `BertIntermediate` + `BertOutput`: dense, activation, dense, post-LN residual.
+/// HF `BertIntermediate` + `BertOutput`: dense, activation, dense, post-LN residual
+/// (DistilBERT's `FFN` + `output_layer_norm`).
 #[derive(Debug)]
 struct FeedForward {
     intermediate: nn::Linear,
@@ -342,21 +368,24 @@ struct FeedForward {
 }
 
 impl FeedForward {
-    fn load(p: nn::Path, cfg: &BertConfig) -> Self {
+    /// `layer`: the path of one encoder layer.
+    fn load(layer: &nn::Path, cfg: &BertConfig) -> Self {
+        let (intermediate, output, norm) = match cfg.architecture {
+            Architecture::Bert => (
+                layer / "intermediate" / "dense",
+                layer / "output" / "dense",
+                layer / "output" / "LayerNorm",
+            ),
+            Architecture::DistilBert => (
+                layer / "ffn" / "lin1",
+                layer / "ffn" / "lin2",
+                layer / "output_layer_norm",
+            ),
+        };
         FeedForward {
-            intermediate: linear(
-                &p / "intermediate" / "dense",
-                cfg,
-                cfg.hidden_size,
-                cfg.intermediate_size,
-            ),
-            output: linear(
-                &p / "output" / "dense",
-                cfg,
-                cfg.intermediate_size,
-                cfg.hidden_size,
-            ),
-            layer_norm: layer_norm(&p / "output" / "LayerNorm", cfg),
+            intermediate: linear(intermediate, cfg, cfg.hidden_size, cfg.intermediate_size),
+            output: linear(output, cfg, cfg.intermediate_size, cfg.hidden_size),
+            layer_norm: layer_norm(norm, cfg),
             act: cfg.hidden_act,
             dropout: cfg.hidden_dropout_prob,
             eps: cfg.layer_norm_eps,
@@ -386,15 +415,17 @@ struct Layer {
 #[derive(Debug)]
 pub struct BertOutput {
     pub last_hidden_state: Tensor,
+    /// BERT: the pooler's tanh over the first token; DistilBERT (no pooler): the first
+    /// token's hidden state, as its classifier reads it (`hidden_state[:, 0]`).
     pub pooled_output: Tensor,
 }
 
-/// HF `BertModel`: embeddings, encoder, pooler (tanh over [CLS]).
+/// HF `BertModel`: embeddings, encoder, pooler (tanh over [CLS]); or `DistilBertModel`.
 #[derive(Debug)]
 pub struct BertModel {
     embeddings: Embeddings,
     layers: Vec<Layer>,
-    pooler: nn::Linear,
+    pooler: Option<nn::Linear>,
     precision: Precision,
     layout: Layout,
     /// Packed-row rounding; `None`: the device's default (64 on CUDA, none on CPU).
@@ -403,25 +434,30 @@ pub struct BertModel {
 
 impl BertModel {
     pub fn load(p: nn::Path, cfg: &BertConfig) -> Self {
-        let encoder = &p / "encoder" / "layer";
+        let encoder = match cfg.architecture {
+            Architecture::Bert => &p / "encoder" / "layer",
+            Architecture::DistilBert => &p / "transformer" / "layer",
+        };
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| {
                 let l = &encoder / i;
                 Layer {
-                    attention: Attention::load(&l / "attention", cfg),
-                    feed_forward: FeedForward::load(l, cfg),
+                    attention: Attention::load(&l, cfg),
+                    feed_forward: FeedForward::load(&l, cfg),
                 }
             })
             .collect();
         BertModel {
             embeddings: Embeddings::load(&p / "embeddings", cfg),
             layers,
-            pooler: linear(
-                &p / "pooler" / "dense",
-                cfg,
-                cfg.hidden_size,
-                cfg.hidden_size,
-            ),
+            pooler: (cfg.architecture == Architecture::Bert).then(|| {
+                linear(
+                    &p / "pooler" / "dense",
+                    cfg,
+                    cfg.hidden_size,
+                    cfg.hidden_size,
+                )
+            }),
             precision: Precision::Fp32,
             layout: Layout::default(),
             row_multiple: None,
@@ -485,6 +521,14 @@ impl BertModel {
             .f_mul(&scalar(f32::MIN))
     }
 
+    /// HF `BertPooler` over the first token's hidden state; without a pooler, that state.
+    fn pool(&self, first: Tensor) -> TchResult<Tensor> {
+        match &self.pooler {
+            Some(pooler) => apply_linear(&first, pooler)?.f_tanh(),
+            None => Ok(first),
+        }
+    }
+
     /// HF `BertModel.forward`, op for op.
     fn forward_padded(
         &self,
@@ -503,8 +547,7 @@ impl BertModel {
             hidden = layer.attention.forward(&hidden, &mask, None, train)?;
             hidden = layer.feed_forward.forward(&hidden, train)?;
         }
-        let cls = hidden.f_select(1, 0)?;
-        let pooled_output = apply_linear(&cls, &self.pooler)?.f_tanh()?;
+        let pooled_output = self.pool(hidden.f_select(1, 0)?)?;
         Ok(BertOutput {
             last_hidden_state: hidden,
             pooled_output,
@@ -539,8 +582,7 @@ impl BertModel {
                 .forward(&hidden, &mask, Some(&packing), train)?;
             hidden = layer.feed_forward.forward(&hidden, train)?;
         }
-        let cls = hidden.f_index_select(0, &packing.first)?;
-        let pooled_output = apply_linear(&cls, &self.pooler)?.f_tanh()?;
+        let pooled_output = self.pool(hidden.f_index_select(0, &packing.first)?)?;
         let hidden_size = hidden.size()[1];
         Ok(BertOutput {
             last_hidden_state: packing.pad(&hidden)?.f_view([
@@ -564,10 +606,13 @@ pub struct SequenceClassifierOutput {
     pub last_hidden_state: Tensor,
 }
 
-/// HF `BertForSequenceClassification`: BERT, dropout, linear head over the pooled output.
+/// HF `BertForSequenceClassification`: BERT, dropout, linear head over the pooled
+/// output; or `DistilBertForSequenceClassification`: `pre_classifier` and ReLU first.
 #[derive(Debug)]
 pub struct SequenceClassifier {
+    /// The encoder (BERT or DistilBERT).
     pub bert: BertModel,
+    pre_classifier: Option<nn::Linear>,
     classifier: nn::Linear,
     dropout: f64,
     num_labels: i64,
@@ -576,9 +621,12 @@ pub struct SequenceClassifier {
 impl SequenceClassifier {
     pub fn load(p: &nn::Path, cfg: &BertConfig) -> Self {
         let num_labels = cfg.labels() as i64;
+        let h = cfg.hidden_size;
         SequenceClassifier {
-            bert: BertModel::load(p / "bert", cfg),
-            classifier: linear(p / "classifier", cfg, cfg.hidden_size, num_labels),
+            bert: BertModel::load(p / cfg.architecture.prefix(), cfg),
+            pre_classifier: (cfg.architecture == Architecture::DistilBert)
+                .then(|| linear(p / "pre_classifier", cfg, h, h)),
+            classifier: linear(p / "classifier", cfg, h, num_labels),
             dropout: cfg.classifier_dropout.unwrap_or(cfg.hidden_dropout_prob),
             num_labels,
         }
@@ -602,10 +650,11 @@ impl SequenceClassifier {
             let out = self
                 .bert
                 .forward(input_ids, token_type_ids, attention_mask, train)?;
-            let logits = apply_linear(
-                &dropout(&out.pooled_output, self.dropout, train)?,
-                &self.classifier,
-            )?;
+            let pooled = match &self.pre_classifier {
+                Some(pre) => apply_linear(&out.pooled_output, pre)?.f_relu()?,
+                None => out.pooled_output.shallow_clone(),
+            };
+            let logits = apply_linear(&dropout(&pooled, self.dropout, train)?, &self.classifier)?;
             Ok((out, logits))
         };
         // The head too runs under autocast, as in HF where the whole model does.

@@ -1,5 +1,6 @@
 //! HF checkpoints in and out: `from_pretrained` and `save_pretrained`, mirroring
-//! `PreTrainedModel.from_pretrained` / `save_pretrained` for BERT classifiers.
+//! `PreTrainedModel.from_pretrained` / `save_pretrained` for BERT and DistilBERT
+//! classifiers (the architecture comes from `config.json`'s `model_type`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -8,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use tch::{nn, Device, Kind, Tensor};
 
-use crate::config::BertConfig;
+use crate::config::{Architecture, BertConfig};
 use crate::error::{io_error, BertError, Result};
 use crate::hub::ModelSource;
 use crate::model::{Layout, Precision, SequenceClassifier, SequenceClassifierOutput};
@@ -28,6 +29,8 @@ pub struct LoadReport {
     pub newly_initialized: Vec<String>,
     /// Checkpoint weights the model has no use for (pretraining heads `cls.*` and the like).
     pub unused: Vec<String>,
+    /// HF's class name of the model loaded (`BertForSequenceClassification`, ...).
+    pub class_name: &'static str,
 }
 
 impl fmt::Display for LoadReport {
@@ -42,9 +45,10 @@ impl fmt::Display for LoadReport {
         if !self.newly_initialized.is_empty() {
             writeln!(
                 f,
-                "Some weights of BertForSequenceClassification were not initialized from the \
+                "Some weights of {} were not initialized from the \
                  checkpoint and are newly initialized: {}\nYou should probably TRAIN this model \
                  on a down-stream task to be able to use it for predictions and inference.",
+                self.class_name,
                 self.newly_initialized.join(", ")
             )?;
         }
@@ -70,10 +74,19 @@ impl fmt::Debug for BertForSequenceClassification {
     }
 }
 
-/// Normalizes a checkpoint key to this model's naming: `bert.` prefix for bare
-/// BertModel checkpoints, legacy TF `gamma`/`beta` LayerNorm names. `None`: not a weight of ours.
-fn normalize_key(key: &str) -> Option<String> {
-    if key.starts_with("cls.") || key.ends_with("position_ids") {
+/// Pretraining heads a classifier does not use: BERT's `cls.*`, DistilBERT's MLM head.
+const PRETRAINING_HEADS: &[&str] = &[
+    "cls.",
+    "vocab_transform.",
+    "vocab_layer_norm.",
+    "vocab_projector.",
+];
+
+/// Normalizes a checkpoint key to this model's naming: the encoder prefix (`bert.`,
+/// `distilbert.`) for bare encoder checkpoints, legacy TF `gamma`/`beta` LayerNorm
+/// names. `None`: not a weight of ours.
+fn normalize_key(key: &str, architecture: Architecture) -> Option<String> {
+    if PRETRAINING_HEADS.iter().any(|h| key.starts_with(h)) || key.ends_with("position_ids") {
         return None;
     }
     let key = key
@@ -81,10 +94,12 @@ fn normalize_key(key: &str) -> Option<String> {
         .map(|k| format!("{k}.weight"))
         .or_else(|| key.strip_suffix(".beta").map(|k| format!("{k}.bias")))
         .unwrap_or_else(|| key.to_string());
-    if key.starts_with("bert.") || key.starts_with("classifier.") {
+    let prefix = architecture.prefix();
+    let head = ["classifier.", "pre_classifier."];
+    if key.starts_with(&format!("{prefix}.")) || head.iter().any(|h| key.starts_with(h)) {
         Some(key)
     } else {
-        Some(format!("bert.{key}"))
+        Some(format!("{prefix}.{key}"))
     }
 }
 
@@ -158,9 +173,10 @@ impl BertForSequenceClassification {
         let mut variables = self.vs.variables();
         let mut loaded = BTreeSet::new();
         let mut unused = Vec::new();
+        let architecture = self.config.architecture;
         for (key, tensor) in checkpoint {
-            let Some(name) = normalize_key(&key) else {
-                if key.starts_with("cls.") {
+            let Some(name) = normalize_key(&key, architecture) else {
+                if PRETRAINING_HEADS.iter().any(|h| key.starts_with(h)) {
                     unused.push(key);
                 }
                 continue;
@@ -190,6 +206,7 @@ impl BertForSequenceClassification {
         Ok(LoadReport {
             newly_initialized,
             unused,
+            class_name: architecture.classifier_class(),
         })
     }
 
@@ -255,15 +272,13 @@ impl BertForSequenceClassification {
             .collect();
         Tensor::write_safetensors(&cpu, dir.join("model.safetensors"))?;
         let mut config = self.config.clone();
-        config.architectures = Some(vec!["BertForSequenceClassification".into()]);
-        config.model_type = Some("bert".into());
         if config.id2label.is_none() {
             let names: Vec<String> = (0..config.labels()).map(|i| format!("LABEL_{i}")).collect();
             let refs: Vec<&str> = names.iter().map(String::as_str).collect();
             config.set_labels(if config.labels() == 1 { &[] } else { &refs });
         }
-        let json =
-            serde_json::to_string_pretty(&config).map_err(|e| BertError::Input(e.to_string()))?;
+        let json = serde_json::to_string_pretty(&config.to_json())
+            .map_err(|e| BertError::Input(e.to_string()))?;
         let path = dir.join("config.json");
         fs::write(&path, json + "\n").map_err(io_error(&path))?;
         if let Some(src) = &self.tokenizer_dir {

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 use bert_model::{BertError, BertForSequenceClassification, LoadReport};
-use glue_testkit::{test_model_dir, workspace_root, HubServer};
+use glue_testkit::{reference_python, test_model_dir, workspace_root, HubServer};
 use tch::{Device, Kind, Tensor};
 
 const MRPC: &[&str] = &["not_equivalent", "equivalent"];
@@ -53,22 +53,6 @@ fn copy_dir(from: &Path, to: &Path) {
         if entry.path().is_file() {
             fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
         }
-    }
-}
-
-fn reference_python() -> Option<std::path::PathBuf> {
-    let python = workspace_root().join(".venv-ref/bin/python");
-    if python.exists() {
-        Some(python)
-    } else {
-        // Straight to the stream: libtest captures eprintln!, and this must be seen.
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n*** SKIPPED the live HF transformers check: .venv-ref is missing. \
-             Run `cargo xtask setup --reference` to enable it. ***\n"
-        );
-        None
     }
 }
 

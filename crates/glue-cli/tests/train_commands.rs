@@ -717,3 +717,106 @@ fn output_folder_lock_resume_checks_and_sequence_clamp() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(!text(&out).contains("newly initialized"), "{}", text(&out));
 }
+
+/// A DistilBERT folder (random weights, the test model's vocabulary and tokenizer)
+/// fine-tunes, evaluates and saves through the same commands as BERT, and HF
+/// transformers loads the result as a DistilBertForSequenceClassification with the
+/// same logits.
+#[test]
+fn distilbert_runs_end_to_end_and_hf_loads_the_result() {
+    use bert_model::{BertConfig, BertForSequenceClassification};
+    let tmp = tempfile::tempdir().unwrap();
+    let config = BertConfig::from_json(serde_json::json!({
+        "model_type": "distilbert", "vocab_size": 30522, "dim": 32, "n_layers": 2,
+        "n_heads": 2, "hidden_dim": 64,
+    }))
+    .unwrap();
+    tch::manual_seed(3);
+    let mut model = BertForSequenceClassification::new(config, tch::Device::Cpu);
+    model.tokenizer_dir = Some(test_model_dir());
+    let start = tmp.path().join("distilbert-random");
+    model.save_pretrained(&start).unwrap();
+    let out_dir = tmp.path().join("out");
+    let mirror = mirror_dir();
+    let mut args: Vec<&str> = vec![
+        "run",
+        "--task",
+        "rte",
+        "--device",
+        "cpu",
+        "--max-steps",
+        "2",
+    ];
+    args.extend(SMALL_RUN_FLAGS);
+    args.extend(["--eval-strategy", "no", "--save-strategy", "no"]);
+    let out = cli()
+        .args(&args)
+        .args(["--model", start.to_str().unwrap()])
+        .args(["--data-dir", mirror.to_str().unwrap()])
+        .args(["--output-dir", out_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let saved: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(out_dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(saved["model_type"], "distilbert");
+    assert_eq!(saved["dim"], 32);
+    let eval = cli()
+        .args([
+            "evaluate",
+            "--task",
+            "rte",
+            "--device",
+            "cpu",
+            "--max-seq-length",
+            "48",
+        ])
+        .args(["--model", out_dir.to_str().unwrap()])
+        .args(["--data-dir", mirror.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(eval.status.success(), "{}", text(&eval));
+    assert!(text(&eval).contains("\"accuracy\""), "{}", text(&eval));
+
+    let Some(python) = glue_testkit::reference_python() else {
+        return;
+    };
+    let check = Command::new(python)
+        .arg(glue_testkit::workspace_root().join("scripts/check_hf_load.py"))
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", text(&check));
+    let hf: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    assert_eq!(hf["class"], "DistilBertForSequenceClassification");
+    for list in ["missing_keys", "unexpected_keys", "mismatched_keys"] {
+        assert_eq!(hf[list], serde_json::json!([]), "{hf}");
+    }
+    // The script's fixed input, through the saved model on our side.
+    let (trained, _) = BertForSequenceClassification::from_pretrained(
+        out_dir.to_str().unwrap(),
+        None,
+        tch::Device::Cpu,
+    )
+    .unwrap();
+    let ids = tch::Tensor::from_slice(&[
+        101i64, 2023, 2003, 1037, 2307, 3185, 999, 102, 101, 2023, 2003, 102, 0, 0, 0, 0,
+    ])
+    .view([2, 8]);
+    let mask = ids.ne(0).to_kind(tch::Kind::Int64);
+    let ours: Vec<f32> = Vec::try_from(
+        trained
+            .forward(&ids, &ids.zeros_like(), &mask, None, false)
+            .unwrap()
+            .logits
+            .flatten(0, -1),
+    )
+    .unwrap();
+    let theirs = glue_testkit::json_f64s(&hf["logits"]);
+    let worst = ours
+        .iter()
+        .zip(&theirs)
+        .map(|(a, b)| (*a as f64 - b).abs())
+        .fold(0.0, f64::max);
+    assert!(worst < 1e-5, "ours {ours:?} vs HF {theirs:?}");
+}

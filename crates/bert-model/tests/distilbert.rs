@@ -1,0 +1,161 @@
+//! DistilBERT parity with HF transformers: tests/golden/distilbert-tiny/ is a random
+//! DistilBertForSequenceClassification saved by transformers, and
+//! tests/golden/distilbert.json its outputs (scripts/golden_distilbert.py).
+
+use bert_model::{Architecture, BertConfig, BertForSequenceClassification, Layout};
+use glue_testkit::{golden, json_f64s, json_i64s, workspace_root};
+use serde_json::Value;
+use tch::{Device, Kind, Tensor};
+
+fn folder() -> String {
+    workspace_root()
+        .join("tests/golden/distilbert-tiny")
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn max_abs_diff(ours: &Tensor, theirs: &Value) -> f64 {
+    let ours: Vec<f32> = Vec::try_from(ours.to_kind(Kind::Float).flatten(0, -1)).unwrap();
+    let theirs = json_f64s(theirs);
+    assert_eq!(ours.len(), theirs.len(), "element count");
+    ours.iter()
+        .zip(&theirs)
+        .map(|(a, b)| (*a as f64 - b).abs())
+        .fold(0.0, f64::max)
+}
+
+fn matrix(v: &Value) -> Tensor {
+    let rows: Vec<Vec<i64>> = v.as_array().unwrap().iter().map(json_i64s).collect();
+    let width = rows[0].len() as i64;
+    Tensor::from_slice(&rows.concat()).view([-1, width])
+}
+
+/// Logits, loss, hidden states and head gradients as HF computes them, both layouts.
+#[test]
+fn distilbert_matches_transformers() {
+    let g = golden("distilbert.json");
+    let (model, report) =
+        BertForSequenceClassification::from_pretrained(&folder(), None, Device::Cpu).unwrap();
+    assert_eq!(model.config.architecture, Architecture::DistilBert);
+    assert!(report.newly_initialized.is_empty(), "{report}");
+    assert!(report.unused.is_empty(), "{report}");
+    let ids = matrix(&g["input_ids"]);
+    let mask = matrix(&g["attention_mask"]);
+    let labels = Tensor::from_slice(&json_i64s(&g["labels"]));
+    let mut model = model;
+    for layout in [Layout::Padded, Layout::PaddingFree] {
+        model.set_layout(layout);
+        for (_, mut v) in model.vs.variables() {
+            v.zero_grad();
+        }
+        // Token types are ignored by DistilBERT: pass ones to show it.
+        let out = model
+            .forward(&ids, &ids.ones_like(), &mask, Some(&labels), false)
+            .unwrap();
+        let loss = out.loss.unwrap();
+        loss.backward();
+        let d_logits = max_abs_diff(&out.logits, &g["logits"]);
+        assert!(d_logits < 1e-5, "{layout:?}: logits differ by {d_logits}");
+        let d_loss = (loss.double_value(&[]) - g["loss"].as_f64().unwrap()).abs();
+        assert!(d_loss < 1e-5, "{layout:?}: loss differs by {d_loss}");
+        let index = mask.flatten(0, -1).nonzero().squeeze_dim(1);
+        let hidden = out
+            .last_hidden_state
+            .reshape([-1, model.config.hidden_size])
+            .index_select(0, &index);
+        let theirs: Vec<Value> = g["hidden_at_real_tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|row| row.as_array().unwrap().clone())
+            .collect();
+        let d_hidden = max_abs_diff(&hidden, &Value::Array(theirs));
+        assert!(
+            d_hidden < 1e-5,
+            "{layout:?}: hidden states differ by {d_hidden}"
+        );
+        let vars = model.vs.variables();
+        for (name, key) in [
+            ("classifier.weight", "classifier_weight_grad"),
+            ("pre_classifier.weight", "pre_classifier_weight_grad"),
+        ] {
+            let d = max_abs_diff(&vars[name].grad(), &g[key]);
+            assert!(d < 1e-5, "{layout:?}: {name} gradient differs by {d}");
+        }
+    }
+}
+
+/// A save is a DistilBERT folder again (its own config names), and reloads to the
+/// same logits.
+#[test]
+fn distilbert_save_pretrained_round_trips() {
+    let g = golden("distilbert.json");
+    let (model, _) =
+        BertForSequenceClassification::from_pretrained(&folder(), None, Device::Cpu).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let saved = tmp.path().join("saved");
+    model.save_pretrained(&saved).unwrap();
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(saved.join("config.json")).unwrap()).unwrap();
+    let original: Value = serde_json::from_str(
+        &std::fs::read_to_string(workspace_root().join("tests/golden/distilbert-tiny/config.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    for key in [
+        "dim",
+        "n_layers",
+        "n_heads",
+        "hidden_dim",
+        "activation",
+        "dropout",
+        "attention_dropout",
+        "seq_classif_dropout",
+        "sinusoidal_pos_embds",
+        "id2label",
+    ] {
+        assert_eq!(config[key], original[key], "{key}");
+    }
+    assert_eq!(config["model_type"], "distilbert");
+    assert_eq!(
+        config["architectures"][0],
+        "DistilBertForSequenceClassification"
+    );
+    for bert_only in [
+        "hidden_size",
+        "type_vocab_size",
+        "layer_norm_eps",
+        "num_hidden_layers",
+    ] {
+        assert!(config.get(bert_only).is_none(), "{bert_only} written");
+    }
+    let (again, report) =
+        BertForSequenceClassification::from_pretrained(saved.to_str().unwrap(), None, Device::Cpu)
+            .unwrap();
+    assert!(report.newly_initialized.is_empty());
+    let ids = matrix(&g["input_ids"]);
+    let mask = matrix(&g["attention_mask"]);
+    let a = model
+        .forward(&ids, &ids, &mask, None, false)
+        .unwrap()
+        .logits;
+    let b = again
+        .forward(&ids, &ids, &mask, None, false)
+        .unwrap()
+        .logits;
+    assert!(a.equal(&b));
+}
+
+/// An encoder this crate does not run is one line naming the ones it does.
+#[test]
+fn unsupported_model_type_names_the_supported_ones() {
+    let error = BertConfig::from_json(serde_json::json!({"model_type": "roberta"})).unwrap_err();
+    assert_eq!(
+        error,
+        "field `model_type`: `roberta` is not supported; supported: bert, distilbert"
+    );
+    // DistilBERT field errors name DistilBERT's field.
+    let error = BertConfig::from_json(serde_json::json!({"model_type": "distilbert", "dim": "x"}))
+        .unwrap_err();
+    assert!(error.starts_with("field `dim`:"), "{error}");
+}
