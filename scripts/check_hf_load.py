@@ -1,11 +1,13 @@
-"""Loads a folder written by glue-rs `save_pretrained` with HF transformers and prints
-JSON: missing / unexpected / mismatched keys, and the logits for a fixed input.
+"""Loads a folder written by glue-rs `save_pretrained` with HF transformers (or a LoRA
+adapter folder from `save_adapter` with PEFT, onto its base model) and prints JSON:
+missing / unexpected / mismatched keys, and the logits for a fixed input.
 
 Used by crates/bert-model/tests/round_trip.rs (and by hand):
     .venv-ref/bin/python scripts/check_hf_load.py DIR
 """
 import json
 import sys
+from pathlib import Path
 
 import torch
 from transformers import AutoModelForSequenceClassification
@@ -13,8 +15,28 @@ from transformers import AutoModelForSequenceClassification
 INPUT_IDS = [[101, 2023, 2003, 1037, 2307, 3185, 999, 102], [101, 2023, 2003, 102, 0, 0, 0, 0]]
 
 
+def load_adapter(folder):
+    """PEFT's own loading path for an adapter saved by glue-rs."""
+    from peft import PeftConfig, get_peft_model, set_peft_model_state_dict
+    from peft.utils import load_peft_weights
+
+    config = PeftConfig.from_pretrained(folder)
+    weights = load_peft_weights(folder)
+    labels = weights["base_model.model.classifier.weight"].shape[0]
+    base = AutoModelForSequenceClassification.from_pretrained(config.base_model_name_or_path, num_labels=labels)
+    config.inference_mode = True
+    model = get_peft_model(base, config)
+    result = set_peft_model_state_dict(model, weights)
+    # Base weights come from the base model; an adapter must bring its own and the head's.
+    missing = [k for k in result.missing_keys if "lora_" in k or "modules_to_save" in k]
+    return model, {"missing_keys": missing, "unexpected_keys": result.unexpected_keys, "mismatched_keys": []}
+
+
 def main():
-    model, info = AutoModelForSequenceClassification.from_pretrained(sys.argv[1], output_loading_info=True)
+    if Path(sys.argv[1], "adapter_config.json").exists():
+        model, info = load_adapter(sys.argv[1])
+    else:
+        model, info = AutoModelForSequenceClassification.from_pretrained(sys.argv[1], output_loading_info=True)
     model.eval()
     ids = torch.tensor(INPUT_IDS)
     with torch.no_grad():

@@ -169,6 +169,10 @@ pub struct BertConfig {
     /// From `model_type`; not a field of its own in the file.
     #[serde(skip)]
     pub architecture: Architecture,
+    /// LoRA adapters the model is built with (from `adapter_config.json`, never written
+    /// to `config.json`).
+    #[serde(skip)]
+    pub lora: Option<crate::lora::LoraConfig>,
 }
 
 impl Default for BertConfig {

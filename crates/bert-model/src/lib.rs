@@ -25,12 +25,14 @@ mod device;
 mod dropout;
 mod error;
 pub mod hub;
+mod lora;
 mod model;
 mod pretrained;
 
 pub use config::{Architecture, BertConfig, HiddenAct};
 pub use device::{cpu_has_bf16, physical_cores, select_device, DeviceChoice};
 pub use error::{is_allocation_failure, BertError, Result};
+pub use lora::LoraConfig;
 pub use model::{
     BertModel, BertOutput, Layout, Precision, SequenceClassifier, SequenceClassifierOutput,
 };

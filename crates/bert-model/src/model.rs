@@ -43,8 +43,42 @@ fn init_normal(cfg: &BertConfig) -> Init {
     }
 }
 
-fn linear(p: nn::Path, cfg: &BertConfig, input: i64, output: i64) -> nn::Linear {
-    nn::linear(
+/// A linear layer, with a LoRA adapter when the config targets it (PEFT `lora.Linear`).
+#[derive(Debug)]
+struct Projection {
+    linear: nn::Linear,
+    lora: Option<LoraLayer>,
+}
+
+#[derive(Debug)]
+struct LoraLayer {
+    a: Tensor,
+    b: Tensor,
+    scaling: f64,
+    dropout: f64,
+}
+
+fn linear(p: nn::Path, cfg: &BertConfig, input: i64, output: i64) -> Projection {
+    let module = p.components().collect::<Vec<_>>().join(".");
+    let lora = cfg.lora.as_ref().filter(|l| l.targets(&module)).map(|l| {
+        // PEFT `reset_lora_parameters`: A kaiming-uniform (a = sqrt(5), i.e. bound
+        // 1/sqrt(in)), B zeros, so a fresh adapter changes nothing.
+        let bound = 1.0 / (input as f64).sqrt();
+        LoraLayer {
+            a: (&p / "lora_A").var(
+                "weight",
+                &[l.r, input],
+                Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                },
+            ),
+            b: (&p / "lora_B").var("weight", &[output, l.r], Init::Const(0.0)),
+            scaling: l.scaling(),
+            dropout: l.lora_dropout,
+        }
+    });
+    let linear = nn::linear(
         p,
         input,
         output,
@@ -53,12 +87,22 @@ fn linear(p: nn::Path, cfg: &BertConfig, input: i64, output: i64) -> nn::Linear 
             bs_init: Some(Init::Const(0.0)),
             bias: true,
         },
-    )
+    );
+    Projection { linear, lora }
 }
 
-/// `x @ W^T + b`; under autocast `linear` itself casts to the compute dtype.
-fn apply_linear(x: &Tensor, l: &nn::Linear) -> TchResult<Tensor> {
-    x.f_linear(&l.ws, l.bs.as_ref())
+/// `x @ W^T + b` (plus PEFT's `lora_B(lora_A(dropout(x))) * scaling`); under autocast
+/// `linear` itself casts to the compute dtype.
+fn apply_linear(x: &Tensor, l: &Projection, train: bool) -> TchResult<Tensor> {
+    let y = x.f_linear(&l.linear.ws, l.linear.bs.as_ref())?;
+    let Some(lora) = &l.lora else {
+        return Ok(y);
+    };
+    let delta = dropout(x, lora.dropout, train)?
+        .f_linear::<Tensor>(&lora.a, None)?
+        .f_linear::<Tensor>(&lora.b, None)?
+        .f_mul(&scalar(lora.scaling))?;
+    y.f_add(&delta)
 }
 
 fn apply_layer_norm(x: &Tensor, ln: &nn::LayerNorm, eps: f64) -> TchResult<Tensor> {
@@ -229,10 +273,10 @@ impl Embeddings {
 /// `DistilBertSelfAttention` + `sa_layer_norm`, which has no dropout after `out_lin`.
 #[derive(Debug)]
 struct Attention {
-    query: nn::Linear,
-    key: nn::Linear,
-    value: nn::Linear,
-    output: nn::Linear,
+    query: Projection,
+    key: Projection,
+    value: Projection,
+    output: Projection,
     layer_norm: nn::LayerNorm,
     heads: i64,
     head_dim: i64,
@@ -303,9 +347,9 @@ impl Attention {
             x.f_view([b, s, self.heads, self.head_dim])?
                 .f_transpose(1, 2)
         };
-        let q = heads(apply_linear(hidden, &self.query)?)?;
-        let k = heads(apply_linear(hidden, &self.key)?)?;
-        let v = heads(apply_linear(hidden, &self.value)?)?;
+        let q = heads(apply_linear(hidden, &self.query, train)?)?;
+        let k = heads(apply_linear(hidden, &self.key, train)?)?;
+        let v = heads(apply_linear(hidden, &self.value, train)?)?;
         let p = if train { self.attention_dropout } else { 0.0 };
         let context = if p > 0.0 && q.device() == Device::Cpu && q.kind() == Kind::Float {
             // What SDPA's math path does on CPU when dropout is on, written out so the
@@ -325,7 +369,7 @@ impl Attention {
             None => context.f_view([b, s, h])?,
         };
         let out = dropout(
-            &apply_linear(&context, &self.output)?,
+            &apply_linear(&context, &self.output, train)?,
             self.hidden_dropout,
             train,
         )?;
@@ -359,8 +403,8 @@ fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, p: f64) -> TchRe
 /// (DistilBERT's `FFN` + `output_layer_norm`).
 #[derive(Debug)]
 struct FeedForward {
-    intermediate: nn::Linear,
-    output: nn::Linear,
+    intermediate: Projection,
+    output: Projection,
     layer_norm: nn::LayerNorm,
     act: HiddenAct,
     dropout: f64,
@@ -393,13 +437,13 @@ impl FeedForward {
     }
 
     fn forward(&self, x: &Tensor, train: bool) -> TchResult<Tensor> {
-        let y = apply_linear(x, &self.intermediate)?;
+        let y = apply_linear(x, &self.intermediate, train)?;
         let y = match self.act {
             HiddenAct::Gelu => y.f_gelu("none")?,
             HiddenAct::GeluNew => y.f_gelu("tanh")?,
             HiddenAct::Relu => y.f_relu()?,
         };
-        let y = dropout(&apply_linear(&y, &self.output)?, self.dropout, train)?;
+        let y = dropout(&apply_linear(&y, &self.output, train)?, self.dropout, train)?;
         apply_layer_norm(&y.f_add(x)?, &self.layer_norm, self.eps)
     }
 }
@@ -425,7 +469,7 @@ pub struct BertOutput {
 pub struct BertModel {
     embeddings: Embeddings,
     layers: Vec<Layer>,
-    pooler: Option<nn::Linear>,
+    pooler: Option<Projection>,
     precision: Precision,
     layout: Layout,
     /// Packed-row rounding; `None`: the device's default (64 on CUDA, none on CPU).
@@ -522,9 +566,9 @@ impl BertModel {
     }
 
     /// HF `BertPooler` over the first token's hidden state; without a pooler, that state.
-    fn pool(&self, first: Tensor) -> TchResult<Tensor> {
+    fn pool(&self, first: Tensor, train: bool) -> TchResult<Tensor> {
         match &self.pooler {
-            Some(pooler) => apply_linear(&first, pooler)?.f_tanh(),
+            Some(pooler) => apply_linear(&first, pooler, train)?.f_tanh(),
             None => Ok(first),
         }
     }
@@ -547,7 +591,7 @@ impl BertModel {
             hidden = layer.attention.forward(&hidden, &mask, None, train)?;
             hidden = layer.feed_forward.forward(&hidden, train)?;
         }
-        let pooled_output = self.pool(hidden.f_select(1, 0)?)?;
+        let pooled_output = self.pool(hidden.f_select(1, 0)?, train)?;
         Ok(BertOutput {
             last_hidden_state: hidden,
             pooled_output,
@@ -582,7 +626,7 @@ impl BertModel {
                 .forward(&hidden, &mask, Some(&packing), train)?;
             hidden = layer.feed_forward.forward(&hidden, train)?;
         }
-        let pooled_output = self.pool(hidden.f_index_select(0, &packing.first)?)?;
+        let pooled_output = self.pool(hidden.f_index_select(0, &packing.first)?, train)?;
         let hidden_size = hidden.size()[1];
         Ok(BertOutput {
             last_hidden_state: packing.pad(&hidden)?.f_view([
@@ -612,8 +656,8 @@ pub struct SequenceClassifierOutput {
 pub struct SequenceClassifier {
     /// The encoder (BERT or DistilBERT).
     pub bert: BertModel,
-    pre_classifier: Option<nn::Linear>,
-    classifier: nn::Linear,
+    pre_classifier: Option<Projection>,
+    classifier: Projection,
     dropout: f64,
     num_labels: i64,
 }
@@ -651,10 +695,14 @@ impl SequenceClassifier {
                 .bert
                 .forward(input_ids, token_type_ids, attention_mask, train)?;
             let pooled = match &self.pre_classifier {
-                Some(pre) => apply_linear(&out.pooled_output, pre)?.f_relu()?,
+                Some(pre) => apply_linear(&out.pooled_output, pre, train)?.f_relu()?,
                 None => out.pooled_output.shallow_clone(),
             };
-            let logits = apply_linear(&dropout(&pooled, self.dropout, train)?, &self.classifier)?;
+            let logits = apply_linear(
+                &dropout(&pooled, self.dropout, train)?,
+                &self.classifier,
+                train,
+            )?;
             Ok((out, logits))
         };
         // The head too runs under autocast, as in HF where the whole model does.

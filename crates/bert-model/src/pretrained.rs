@@ -12,6 +12,7 @@ use tch::{nn, Device, Kind, Tensor};
 use crate::config::{Architecture, BertConfig};
 use crate::error::{io_error, BertError, Result};
 use crate::hub::ModelSource;
+use crate::lora::{LoraConfig, ADAPTER_PREFIX};
 use crate::model::{Layout, Precision, SequenceClassifier, SequenceClassifierOutput};
 
 /// Files copied next to the weights so a saved folder is a complete HF model folder.
@@ -63,6 +64,8 @@ pub struct BertForSequenceClassification {
     pub model: SequenceClassifier,
     /// Folder holding the tokenizer files, copied on save.
     pub tokenizer_dir: Option<PathBuf>,
+    /// The hub id or folder it was loaded from (an adapter's `base_model_name_or_path`).
+    pub name_or_path: Option<String>,
 }
 
 impl fmt::Debug for BertForSequenceClassification {
@@ -121,12 +124,176 @@ impl BertForSequenceClassification {
     pub fn new(config: BertConfig, device: Device) -> Self {
         let vs = nn::VarStore::new(device);
         let model = SequenceClassifier::load(&vs.root(), &config);
-        BertForSequenceClassification {
+        let out = BertForSequenceClassification {
             vs,
             config,
             model,
             tokenizer_dir: None,
+            name_or_path: None,
+        };
+        out.freeze_base();
+        out
+    }
+
+    /// With LoRA, only the adapters and the modules to save are trained (PEFT).
+    fn freeze_base(&self) {
+        let Some(lora) = &self.config.lora else {
+            return;
+        };
+        for (name, tensor) in self.vs.variables() {
+            if !is_adapter_weight(&name) && !lora.saves(&name) {
+                let _ = tensor.set_requires_grad(false);
+            }
         }
+    }
+
+    /// The LoRA settings, when the model carries adapters.
+    pub fn lora(&self) -> Option<&LoraConfig> {
+        self.config.lora.as_ref()
+    }
+
+    /// This model with fresh LoRA adapters (PEFT's `get_peft_model`): the weights so
+    /// far are kept, the base is frozen, the adapters and the head are trainable.
+    pub fn with_lora(&self, lora: LoraConfig) -> Result<Self> {
+        lora.validate().map_err(BertError::Input)?;
+        let mut config = self.config.clone();
+        config.lora = Some(lora);
+        let mut out = Self::new(config, self.device());
+        out.tokenizer_dir = self.tokenizer_dir.clone();
+        out.name_or_path = self.name_or_path.clone();
+        out.copy_matching(self)?;
+        Ok(out)
+    }
+
+    /// Copies every variable of `other` that this model has under the same name.
+    fn copy_matching(&mut self, other: &Self) -> Result<()> {
+        let theirs = other.vs.variables();
+        let mut ours = self.vs.variables();
+        tch::no_grad(|| -> Result<()> {
+            for (name, var) in ours.iter_mut() {
+                if let Some(t) = theirs.get(name) {
+                    var.f_copy_(t)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// A plain model with the adapters merged into the weights (PEFT's
+    /// `merge_and_unload`: `W += B A * lora_alpha / r`).
+    pub fn merged(&self) -> Result<Self> {
+        let lora = self
+            .lora()
+            .ok_or_else(|| BertError::Input("the model has no LoRA adapters to merge".into()))?;
+        let mut config = self.config.clone();
+        config.lora = None;
+        let mut out = Self::new(config, self.device());
+        out.tokenizer_dir = self.tokenizer_dir.clone();
+        out.name_or_path = self.name_or_path.clone();
+        out.copy_matching(self)?;
+        let theirs = self.vs.variables();
+        let mut ours = out.vs.variables();
+        tch::no_grad(|| -> Result<()> {
+            for (name, var) in ours.iter_mut() {
+                let Some(module) = name.strip_suffix(".weight") else {
+                    continue;
+                };
+                let a = theirs.get(&format!("{module}.lora_A.weight"));
+                let b = theirs.get(&format!("{module}.lora_B.weight"));
+                if let (Some(a), Some(b)) = (a, b) {
+                    let delta = b.f_matmul(a)?.f_mul(&Tensor::from(lora.scaling()))?;
+                    let _ = var.f_add_(&delta)?;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Writes the adapter as PEFT's `save_pretrained` does (`adapter_config.json`,
+    /// `adapter_model.safetensors`), with the tokenizer files, atomically.
+    pub fn save_adapter(&self, dir: &Path) -> Result<()> {
+        atomic_fs::write_dir(dir, |tmp| self.write_adapter(tmp))
+            .map_err(|f| f.into_inner(|path, source| BertError::Io { path, source }))
+    }
+
+    /// The adapter files into an existing folder, not atomically (see
+    /// [`Self::write_pretrained`]).
+    pub fn write_adapter(&self, dir: &Path) -> Result<()> {
+        let lora = self
+            .lora()
+            .ok_or_else(|| BertError::Input("the model has no LoRA adapters to save".into()))?;
+        let variables: BTreeMap<String, Tensor> = self.vs.variables().into_iter().collect();
+        let tensors: Vec<(String, Tensor)> = variables
+            .iter()
+            .filter(|(name, _)| is_adapter_weight(name) || lora.saves(name))
+            .map(|(name, v)| {
+                let host = v.detach().to(Device::Cpu).to_kind(Kind::Float).contiguous();
+                (format!("{ADAPTER_PREFIX}{name}"), host)
+            })
+            .collect();
+        Tensor::write_safetensors(&tensors, dir.join("adapter_model.safetensors"))?;
+        let base = self.name_or_path.clone().unwrap_or_default();
+        let json = serde_json::to_string_pretty(&lora.adapter_config(&base))
+            .map_err(|e| BertError::Input(e.to_string()))?;
+        let path = dir.join("adapter_config.json");
+        fs::write(&path, json + "\n").map_err(io_error(&path))?;
+        self.copy_tokenizer_files(dir)
+    }
+
+    fn copy_tokenizer_files(&self, dir: &Path) -> Result<()> {
+        if let Some(src) = &self.tokenizer_dir {
+            for f in TOKENIZER_FILES {
+                let from = src.join(f);
+                if from.is_file() {
+                    let to = dir.join(f);
+                    fs::copy(&from, &to).map_err(io_error(&to))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A PEFT LoRA adapter folder: its base model (`base_model_name_or_path`) with the
+    /// adapter's weights, as `AutoPeftModelForSequenceClassification` loads it.
+    fn from_adapter(
+        source: &ModelSource,
+        adapter_config: &Path,
+        label_names: Option<&[&str]>,
+        device: Device,
+    ) -> Result<(Self, LoadReport)> {
+        let text = fs::read_to_string(adapter_config).map_err(io_error(adapter_config))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| BertError::Config {
+                path: adapter_config.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        let (lora, base) =
+            LoraConfig::from_adapter_config(&value).map_err(|message| BertError::Config {
+                path: adapter_config.to_path_buf(),
+                message,
+            })?;
+        let (base_model, _) = Self::from_pretrained(&base, label_names, device)?;
+        let mut model = base_model.with_lora(lora)?;
+        if let Ok(Some(tokenizer)) = source.file("tokenizer.json") {
+            model.tokenizer_dir = tokenizer.parent().map(Path::to_path_buf);
+        }
+        let weights = source.require("adapter_model.safetensors")?;
+        let report = model.load_weights(&weights)?;
+        // What an adapter must bring: every adapter weight and the head.
+        let lora = model.lora().expect("with_lora sets it").clone();
+        let newly_initialized = report
+            .newly_initialized
+            .into_iter()
+            .filter(|name| is_adapter_weight(name) || lora.saves(name))
+            .collect();
+        Ok((
+            model,
+            LoadReport {
+                newly_initialized,
+                ..report
+            },
+        ))
     }
 
     /// Loads a local HF folder or a hub id. `label_names`: the task's classes in order
@@ -137,6 +304,9 @@ impl BertForSequenceClassification {
         device: Device,
     ) -> Result<(Self, LoadReport)> {
         let source = ModelSource::new(id_or_path);
+        if let Ok(Some(adapter)) = source.file("adapter_config.json") {
+            return Self::from_adapter(&source, &adapter, label_names, device);
+        }
         let config_path = source.require("config.json")?;
         let mut config = BertConfig::from_file(&config_path)?;
         if let Some(names) = label_names {
@@ -162,6 +332,12 @@ impl BertForSequenceClassification {
         };
         let mut model = Self::new(config, device);
         model.tokenizer_dir = tokenizer_dir;
+        // An adapter saved from this model names it; a folder by its absolute path, so
+        // the adapter loads from any working directory.
+        model.name_or_path = Some(match fs::canonicalize(id_or_path) {
+            Ok(path) if path.is_dir() => path.to_string_lossy().into_owned(),
+            _ => id_or_path.to_string(),
+        });
         let report = model.load_weights(&weights_path)?;
         Ok((model, report))
     }
@@ -175,6 +351,10 @@ impl BertForSequenceClassification {
         let mut unused = Vec::new();
         let architecture = self.config.architecture;
         for (key, tensor) in checkpoint {
+            // PEFT adapter files prefix every key.
+            let key = key
+                .strip_prefix(ADAPTER_PREFIX)
+                .map_or(key.clone(), str::to_string);
             let Some(name) = normalize_key(&key, architecture) else {
                 if PRETRAINING_HEADS.iter().any(|h| key.starts_with(h)) {
                     unused.push(key);
@@ -281,15 +461,11 @@ impl BertForSequenceClassification {
             .map_err(|e| BertError::Input(e.to_string()))?;
         let path = dir.join("config.json");
         fs::write(&path, json + "\n").map_err(io_error(&path))?;
-        if let Some(src) = &self.tokenizer_dir {
-            for f in TOKENIZER_FILES {
-                let from = src.join(f);
-                if from.is_file() {
-                    let to = dir.join(f);
-                    fs::copy(&from, &to).map_err(io_error(&to))?;
-                }
-            }
-        }
-        Ok(())
+        self.copy_tokenizer_files(dir)
     }
+}
+
+/// `...lora_A.weight` / `...lora_B.weight`.
+fn is_adapter_weight(name: &str) -> bool {
+    name.contains(".lora_A.") || name.contains(".lora_B.")
 }

@@ -380,6 +380,7 @@ pub fn suite(args: &SuiteArgs) -> Result<()> {
                 base,
                 resume_from_checkpoint: resume.then(|| "latest".to_string()),
                 resume_with_changed_args: false,
+                merge_lora: false,
                 training,
             },
         });

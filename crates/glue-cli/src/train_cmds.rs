@@ -93,6 +93,19 @@ pub struct TrainingFlags {
     /// Deterministic kernels only, as HF's `full_determinism` (also on CUDA).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     full_determinism: Option<bool>,
+    /// Fine-tune through LoRA adapters of this rank (PEFT's `r`): the base model frozen,
+    /// adapters and classifier trained; the output is a PEFT adapter folder.
+    #[arg(long)]
+    lora_r: Option<i64>,
+    /// PEFT's `lora_alpha` (default 8; scaling = alpha / r).
+    #[arg(long, value_parser = finite_f64, allow_hyphen_values = true)]
+    lora_alpha: Option<f64>,
+    /// PEFT's `lora_dropout` (default 0).
+    #[arg(long, value_parser = finite_f64, allow_hyphen_values = true)]
+    lora_dropout: Option<f64>,
+    /// PEFT's `target_modules`, comma-separated (default: query,value; DistilBERT q_lin,v_lin).
+    #[arg(long, value_delimiter = ',')]
+    lora_target_modules: Option<Vec<String>>,
 }
 
 /// Float flags must be numbers: NaN and inf would otherwise vanish in the flag merge
@@ -130,6 +143,10 @@ pub struct RunArgs {
     /// shape the run differ from the checkpoint's (the run is then not a continuation).
     #[arg(long)]
     pub(crate) resume_with_changed_args: bool,
+    /// With LoRA: write a plain HF model folder with the adapters merged into the
+    /// weights (PEFT's `merge_and_unload`) instead of the adapter folder.
+    #[arg(long)]
+    pub(crate) merge_lora: bool,
     #[command(flatten)]
     pub(crate) training: TrainingFlags,
 }
@@ -261,11 +278,20 @@ fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
 
 /// The model files go into output_dir next to the checkpoints, each synced and
 /// renamed into place; if writing fails (a full disk), nothing of it is left behind.
-fn save_model_into(model: &BertForSequenceClassification, dir: &Path) -> Result<()> {
+/// A LoRA model is saved as PEFT saves it (the adapter files), or merged.
+fn save_model_into(
+    model: &BertForSequenceClassification,
+    dir: &Path,
+    merge_lora: bool,
+) -> Result<()> {
     let tmp = atomic_fs::temp_path(&dir.join("model"));
     let written = (|| -> Result<()> {
         fs::create_dir_all(&tmp)?;
-        model.write_pretrained(&tmp)?;
+        match (model.lora(), merge_lora) {
+            (Some(_), false) => model.write_adapter(&tmp)?,
+            (Some(_), true) => model.merged()?.write_pretrained(&tmp)?,
+            (None, _) => model.write_pretrained(&tmp)?,
+        }
         atomic_fs::publish_files(&tmp, dir)?;
         Ok(())
     })();
@@ -451,7 +477,7 @@ pub fn run(run: &RunArgs) -> Result<()> {
         .collect();
     final_eval.insert("epoch".into(), Value::from(state.epoch));
     let out_dir = &args.output_dir;
-    save_model_into(&trainer.model, out_dir)?;
+    save_model_into(&trainer.model, out_dir, run.merge_lora)?;
     let mut train_results: Map<String, Value> = out
         .metrics
         .iter()

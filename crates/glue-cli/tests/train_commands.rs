@@ -820,3 +820,80 @@ fn distilbert_runs_end_to_end_and_hf_loads_the_result() {
         .fold(0.0, f64::max);
     assert!(worst < 1e-5, "ours {ours:?} vs HF {theirs:?}");
 }
+
+/// `run --lora-r` fine-tunes through adapters and writes a PEFT adapter folder, which
+/// `evaluate` loads onto its base; `--merge-lora` writes a plain HF folder instead that
+/// scores the same.
+#[test]
+fn lora_run_saves_a_peft_adapter_that_evaluates_like_the_merged_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mirror = mirror_dir();
+    let model = test_model_dir();
+    let mut scores = Vec::new();
+    for merge in [false, true] {
+        let out_dir = tmp.path().join(if merge { "merged" } else { "adapter" });
+        let mut args: Vec<&str> = vec![
+            "run",
+            "--task",
+            "rte",
+            "--device",
+            "cpu",
+            "--max-steps",
+            "3",
+        ];
+        args.extend(SMALL_RUN_FLAGS);
+        args.extend([
+            "--eval-strategy",
+            "no",
+            "--save-strategy",
+            "no",
+            "--lora-r",
+            "4",
+        ]);
+        args.extend(["--lora-alpha", "16", "--learning-rate", "1e-3"]);
+        if merge {
+            args.push("--merge-lora");
+        }
+        let out = cli()
+            .args(&args)
+            .args(["--model", model.to_str().unwrap()])
+            .args(["--data-dir", mirror.to_str().unwrap()])
+            .args(["--output-dir", out_dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let files = [
+            "adapter_config.json",
+            "adapter_model.safetensors",
+            "model.safetensors",
+        ]
+        .map(|f| out_dir.join(f).exists());
+        assert_eq!(files, [!merge, !merge, merge], "{merge}: {files:?}");
+        let eval = cli()
+            .args([
+                "evaluate",
+                "--task",
+                "rte",
+                "--device",
+                "cpu",
+                "--max-seq-length",
+                "48",
+            ])
+            .args(["--model", out_dir.to_str().unwrap()])
+            .args(["--data-dir", mirror.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(eval.status.success(), "{}", text(&eval));
+        let metrics: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+        scores.push(metrics["validation"].clone());
+        let saved_args: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(out_dir.join("training_args.json")).unwrap())
+                .unwrap();
+        assert_eq!(saved_args["lora_r"], 4);
+    }
+    // Same seed, same steps: the adapter on its base and the merged weights agree.
+    let (a, b) = (&scores[0], &scores[1]);
+    assert_eq!(a["accuracy"], b["accuracy"], "{a} vs {b}");
+    let loss = |m: &serde_json::Value| m["loss"].as_f64().unwrap();
+    assert!((loss(a) - loss(b)).abs() < 1e-4, "{a} vs {b}");
+}

@@ -160,6 +160,23 @@ pub struct TrainingArgs {
     /// cuDNN deterministic); on CUDA also needs `CUBLAS_WORKSPACE_CONFIG=:4096:8`.
     #[serde(default)]
     pub full_determinism: bool,
+    /// LoRA rank (PEFT's `r`). Set, the trainer fine-tunes through LoRA adapters: the
+    /// base model frozen, the adapters and the classifier trained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora_r: Option<i64>,
+    /// PEFT's `lora_alpha` (scaling = alpha / r).
+    #[serde(default = "d_lora_alpha")]
+    pub lora_alpha: f64,
+    /// PEFT's `lora_dropout`.
+    #[serde(default)]
+    pub lora_dropout: f64,
+    /// PEFT's `target_modules`; default: the architecture's query and value projections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora_target_modules: Option<Vec<String>>,
+}
+
+fn d_lora_alpha() -> f64 {
+    8.0
 }
 
 impl Default for TrainingArgs {
@@ -170,8 +187,30 @@ impl Default for TrainingArgs {
 
 impl TrainingArgs {
     /// Rejects combinations HF rejects (or that cannot work), with the fix in the message.
+    /// The LoRA adapters these arguments ask for, for a model of `architecture`.
+    pub fn lora_config(
+        &self,
+        architecture: bert_model::Architecture,
+    ) -> Option<bert_model::LoraConfig> {
+        let r = self.lora_r?;
+        let defaults = bert_model::LoraConfig::new(architecture);
+        Some(bert_model::LoraConfig {
+            r,
+            lora_alpha: self.lora_alpha,
+            lora_dropout: self.lora_dropout,
+            target_modules: self
+                .lora_target_modules
+                .clone()
+                .unwrap_or(defaults.target_modules),
+            modules_to_save: defaults.modules_to_save,
+        })
+    }
+
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |m: String| Err(TrainError::InvalidArgs(m));
+        if let Some(lora) = self.lora_config(bert_model::Architecture::Bert) {
+            lora.validate().map_err(TrainError::InvalidArgs)?;
+        }
         if self.per_device_train_batch_size == 0 || self.per_device_eval_batch_size == 0 {
             return bad("batch sizes must be at least 1".into());
         }

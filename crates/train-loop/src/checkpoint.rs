@@ -163,6 +163,10 @@ pub fn resume_differences(checkpoint: &Path, args: &TrainingArgs) -> Result<Vec<
         "adam_epsilon",
         "max_grad_norm",
         "bf16",
+        "lora_r",
+        "lora_alpha",
+        "lora_dropout",
+        "lora_target_modules",
     ];
     Ok(MUST_MATCH
         .iter()

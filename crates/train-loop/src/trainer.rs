@@ -175,7 +175,14 @@ impl Trainer<'_> {
     }
 
     fn optimizer(&self) -> AdamW {
-        let mut vars: Vec<(String, Tensor)> = self.model.vs.variables().into_iter().collect();
+        // Frozen weights (the base model under LoRA) are not optimized, as in torch.
+        let mut vars: Vec<(String, Tensor)> = self
+            .model
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         let params = vars
             .into_iter()
@@ -227,6 +234,19 @@ impl Trainer<'_> {
                 }
             }
             torch_shim::set_deterministic(true)?;
+        }
+        if let Some(lora) = self.args.lora_config(self.model.config.architecture) {
+            match self.model.lora() {
+                None => self.model = self.model.with_lora(lora)?,
+                Some(have) if *have == lora => {}
+                Some(have) => {
+                    return Err(TrainError::InvalidArgs(format!(
+                        "the model already carries LoRA adapters (r {}, targets {:?}) other than \
+                         the arguments ask for",
+                        have.r, have.target_modules
+                    )))
+                }
+            }
         }
         self.model.set_precision(if self.args.bf16 {
             Precision::Bf16
