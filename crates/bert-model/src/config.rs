@@ -64,16 +64,20 @@ pub enum Architecture {
     /// transformers' `modeling_distilbert.py`: no token types, no pooler, a
     /// `pre_classifier` + ReLU head, no dropout after the attention output.
     DistilBert,
+    /// transformers' `modeling_roberta.py`: BERT's encoder, positions counted from
+    /// `pad_token_id + 1`, no pooler, `RobertaClassificationHead` (dense, tanh, out_proj).
+    Roberta,
 }
 
 impl Architecture {
     /// The `model_type` values this crate runs, for error messages.
-    pub const SUPPORTED: &'static str = "bert, distilbert";
+    pub const SUPPORTED: &'static str = "bert, distilbert, roberta";
 
     pub fn from_model_type(model_type: &str) -> Option<Self> {
         match model_type {
             "bert" => Some(Architecture::Bert),
             "distilbert" => Some(Architecture::DistilBert),
+            "roberta" => Some(Architecture::Roberta),
             _ => None,
         }
     }
@@ -82,6 +86,7 @@ impl Architecture {
         match self {
             Architecture::Bert => "bert",
             Architecture::DistilBert => "distilbert",
+            Architecture::Roberta => "roberta",
         }
     }
 
@@ -90,6 +95,7 @@ impl Architecture {
         match self {
             Architecture::Bert => "BertForSequenceClassification",
             Architecture::DistilBert => "DistilBertForSequenceClassification",
+            Architecture::Roberta => "RobertaForSequenceClassification",
         }
     }
 
@@ -291,6 +297,20 @@ impl BertConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The position id of a sequence's first token: 0, or RoBERTa's `padding_idx + 1`
+    /// (`create_position_ids_from_input_ids`).
+    pub fn position_offset(&self) -> i64 {
+        match self.architecture {
+            Architecture::Roberta => self.pad_token_id + 1,
+            _ => 0,
+        }
+    }
+
+    /// The longest sequence the position table holds (RoBERTa's 514 rows give 512).
+    pub fn max_sequence_length(&self) -> i64 {
+        self.max_position_embeddings - self.position_offset()
     }
 
     pub fn head_dim(&self) -> i64 {

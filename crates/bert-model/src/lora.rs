@@ -30,7 +30,7 @@ impl LoraConfig {
     /// projections (`TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING`).
     pub fn new(architecture: Architecture) -> Self {
         let targets: &[&str] = match architecture {
-            Architecture::Bert => &["query", "value"],
+            Architecture::Bert | Architecture::Roberta => &["query", "value"],
             Architecture::DistilBert => &["q_lin", "v_lin"],
         };
         LoraConfig {

@@ -238,7 +238,7 @@ impl Embeddings {
         Embeddings {
             word: emb("word_embeddings", cfg.vocab_size),
             position: emb("position_embeddings", cfg.max_position_embeddings),
-            token_type: (cfg.architecture == Architecture::Bert)
+            token_type: (cfg.architecture != Architecture::DistilBert)
                 .then(|| emb("token_type_embeddings", cfg.type_vocab_size)),
             layer_norm: layer_norm(&p / "LayerNorm", cfg),
             dropout: cfg.hidden_dropout_prob,
@@ -291,7 +291,7 @@ impl Attention {
         let h = cfg.hidden_size;
         let a = layer / "attention";
         let (query, key, value, output, norm, hidden_dropout) = match cfg.architecture {
-            Architecture::Bert => (
+            Architecture::Bert | Architecture::Roberta => (
                 &a / "self" / "query",
                 &a / "self" / "key",
                 &a / "self" / "value",
@@ -415,7 +415,7 @@ impl FeedForward {
     /// `layer`: the path of one encoder layer.
     fn load(layer: &nn::Path, cfg: &BertConfig) -> Self {
         let (intermediate, output, norm) = match cfg.architecture {
-            Architecture::Bert => (
+            Architecture::Bert | Architecture::Roberta => (
                 layer / "intermediate" / "dense",
                 layer / "output" / "dense",
                 layer / "output" / "LayerNorm",
@@ -474,12 +474,14 @@ pub struct BertModel {
     layout: Layout,
     /// Packed-row rounding; `None`: the device's default (64 on CUDA, none on CPU).
     row_multiple: Option<i64>,
+    /// Position id of the first token (RoBERTa: `pad_token_id + 1`).
+    position_offset: i64,
 }
 
 impl BertModel {
     pub fn load(p: nn::Path, cfg: &BertConfig) -> Self {
         let encoder = match cfg.architecture {
-            Architecture::Bert => &p / "encoder" / "layer",
+            Architecture::Bert | Architecture::Roberta => &p / "encoder" / "layer",
             Architecture::DistilBert => &p / "transformer" / "layer",
         };
         let layers = (0..cfg.num_hidden_layers)
@@ -505,6 +507,7 @@ impl BertModel {
             precision: Precision::Fp32,
             layout: Layout::default(),
             row_multiple: None,
+            position_offset: cfg.position_offset(),
         }
     }
 
@@ -582,7 +585,11 @@ impl BertModel {
         train: bool,
     ) -> TchResult<BertOutput> {
         let (_, seq) = input_ids.size2()?;
-        let positions = Tensor::f_arange(seq, (Kind::Int64, input_ids.device()))?.f_unsqueeze(0)?;
+        // RoBERTa numbers real tokens from padding_idx + 1 (HF counts them with a cumsum
+        // over the padding mask; for right-padded rows that is the column plus the offset).
+        let positions = Tensor::f_arange(seq, (Kind::Int64, input_ids.device()))?
+            .f_add(&scalar(self.position_offset))?
+            .f_unsqueeze(0)?;
         let mask = Self::additive_mask(attention_mask)?;
         let mut hidden = self
             .embeddings
@@ -613,7 +620,8 @@ impl BertModel {
             packing.batch * packing.seq,
             (Kind::Int64, input_ids.device()),
         )?)?
-        .f_remainder_tensor(&scalar(packing.seq))?;
+        .f_remainder_tensor(&scalar(packing.seq))?
+        .f_add(&scalar(self.position_offset))?;
         let mut hidden = self.embeddings.forward(
             &gather(input_ids)?,
             &gather(token_type_ids)?,
@@ -650,14 +658,31 @@ pub struct SequenceClassifierOutput {
     pub last_hidden_state: Tensor,
 }
 
-/// HF `BertForSequenceClassification`: BERT, dropout, linear head over the pooled
-/// output; or `DistilBertForSequenceClassification`: `pre_classifier` and ReLU first.
+/// The classification heads over the first token (or BERT's pooled output).
+#[derive(Debug)]
+enum Head {
+    /// `BertForSequenceClassification`: dropout, `classifier`.
+    Linear { classifier: Projection },
+    /// `DistilBertForSequenceClassification`: `pre_classifier`, ReLU, dropout, `classifier`.
+    PreClassifier {
+        pre_classifier: Projection,
+        classifier: Projection,
+    },
+    /// `RobertaClassificationHead`: dropout, `classifier.dense`, tanh, dropout,
+    /// `classifier.out_proj`.
+    Roberta {
+        dense: Projection,
+        out_proj: Projection,
+    },
+}
+
+/// HF `BertForSequenceClassification`, `DistilBertForSequenceClassification` or
+/// `RobertaForSequenceClassification`: the encoder and its architecture's head.
 #[derive(Debug)]
 pub struct SequenceClassifier {
-    /// The encoder (BERT or DistilBERT).
+    /// The encoder (BERT, DistilBERT or RoBERTa).
     pub bert: BertModel,
-    pre_classifier: Option<Projection>,
-    classifier: Projection,
+    head: Head,
     dropout: f64,
     num_labels: i64,
 }
@@ -666,11 +691,23 @@ impl SequenceClassifier {
     pub fn load(p: &nn::Path, cfg: &BertConfig) -> Self {
         let num_labels = cfg.labels() as i64;
         let h = cfg.hidden_size;
+        let bert = BertModel::load(p / cfg.architecture.prefix(), cfg);
+        let head = match cfg.architecture {
+            Architecture::Bert => Head::Linear {
+                classifier: linear(p / "classifier", cfg, h, num_labels),
+            },
+            Architecture::DistilBert => Head::PreClassifier {
+                pre_classifier: linear(p / "pre_classifier", cfg, h, h),
+                classifier: linear(p / "classifier", cfg, h, num_labels),
+            },
+            Architecture::Roberta => Head::Roberta {
+                dense: linear(p / "classifier" / "dense", cfg, h, h),
+                out_proj: linear(p / "classifier" / "out_proj", cfg, h, num_labels),
+            },
+        };
         SequenceClassifier {
-            bert: BertModel::load(p / cfg.architecture.prefix(), cfg),
-            pre_classifier: (cfg.architecture == Architecture::DistilBert)
-                .then(|| linear(p / "pre_classifier", cfg, h, h)),
-            classifier: linear(p / "classifier", cfg, h, num_labels),
+            bert,
+            head,
             dropout: cfg.classifier_dropout.unwrap_or(cfg.hidden_dropout_prob),
             num_labels,
         }
@@ -694,15 +731,24 @@ impl SequenceClassifier {
             let out = self
                 .bert
                 .forward(input_ids, token_type_ids, attention_mask, train)?;
-            let pooled = match &self.pre_classifier {
-                Some(pre) => apply_linear(&out.pooled_output, pre, train)?.f_relu()?,
-                None => out.pooled_output.shallow_clone(),
+            let x = &out.pooled_output;
+            let p = self.dropout;
+            let logits = match &self.head {
+                Head::Linear { classifier } => {
+                    apply_linear(&dropout(x, p, train)?, classifier, train)?
+                }
+                Head::PreClassifier {
+                    pre_classifier,
+                    classifier,
+                } => {
+                    let x = apply_linear(x, pre_classifier, train)?.f_relu()?;
+                    apply_linear(&dropout(&x, p, train)?, classifier, train)?
+                }
+                Head::Roberta { dense, out_proj } => {
+                    let x = apply_linear(&dropout(x, p, train)?, dense, train)?.f_tanh()?;
+                    apply_linear(&dropout(&x, p, train)?, out_proj, train)?
+                }
             };
-            let logits = apply_linear(
-                &dropout(&pooled, self.dropout, train)?,
-                &self.classifier,
-                train,
-            )?;
             Ok((out, logits))
         };
         // The head too runs under autocast, as in HF where the whole model does.

@@ -77,9 +77,11 @@ impl fmt::Debug for BertForSequenceClassification {
     }
 }
 
-/// Pretraining heads a classifier does not use: BERT's `cls.*`, DistilBERT's MLM head.
+/// Pretraining heads a classifier does not use: BERT's `cls.*`, RoBERTa's `lm_head.*`,
+/// DistilBERT's MLM head.
 const PRETRAINING_HEADS: &[&str] = &[
     "cls.",
+    "lm_head.",
     "vocab_transform.",
     "vocab_layer_norm.",
     "vocab_projector.",

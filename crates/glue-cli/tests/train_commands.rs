@@ -897,3 +897,62 @@ fn lora_run_saves_a_peft_adapter_that_evaluates_like_the_merged_model() {
     let loss = |m: &serde_json::Value| m["loss"].as_f64().unwrap();
     assert!((loss(a) - loss(b)).abs() < 1e-4, "{a} vs {b}");
 }
+
+/// A RoBERTa folder (tests/golden/roberta-tiny: byte-level BPE tokenizer, 40 positions)
+/// trains, saves and evaluates through the CLI; --max-seq-length is clamped to the 38
+/// tokens its position table holds.
+#[test]
+fn roberta_runs_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = glue_testkit::workspace_root().join("tests/golden/roberta-tiny");
+    let out_dir = tmp.path().join("out");
+    let mirror = mirror_dir();
+    let out = cli()
+        .args([
+            "run",
+            "--task",
+            "rte",
+            "--device",
+            "cpu",
+            "--max-steps",
+            "2",
+        ])
+        .args([
+            "--per-device-train-batch-size",
+            "4",
+            "--eval-strategy",
+            "no",
+        ])
+        .args(["--save-strategy", "no", "--model", model.to_str().unwrap()])
+        .args(["--data-dir", mirror.to_str().unwrap()])
+        .args(["--output-dir", out_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("--max-seq-length 128 is larger than the model's maximum (38"),
+        "{}",
+        text(&out)
+    );
+    let saved: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(out_dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        saved["architectures"][0],
+        "RobertaForSequenceClassification"
+    );
+    let eval = cli()
+        .args([
+            "evaluate",
+            "--task",
+            "rte",
+            "--device",
+            "cpu",
+            "--max-seq-length",
+            "38",
+        ])
+        .args(["--model", out_dir.to_str().unwrap()])
+        .args(["--data-dir", mirror.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(eval.status.success(), "{}", text(&eval));
+}

@@ -125,7 +125,14 @@ impl Preprocessor {
                 pad_type_id,
                 ..
             }) => (*pad_id, *pad_type_id),
-            None => (tokenizer.token_to_id("[PAD]").unwrap_or(0), 0),
+            // BERT's `[PAD]`, RoBERTa's `<pad>`.
+            None => (
+                tokenizer
+                    .token_to_id("[PAD]")
+                    .or_else(|| tokenizer.token_to_id("<pad>"))
+                    .unwrap_or(0),
+                0,
+            ),
         };
         tokenizer.with_padding(None);
         tokenizer

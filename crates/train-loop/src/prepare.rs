@@ -28,7 +28,7 @@ pub fn model_tokenizer(
         .tokenizer_dir
         .as_ref()
         .ok_or(TrainError::NoTokenizer)?;
-    let limit = model.config.max_position_embeddings.max(1) as usize;
+    let limit = model.config.max_sequence_length().max(1) as usize;
     let (used, clamped_from) = if max_seq_length > limit {
         (limit, Some(max_seq_length))
     } else {

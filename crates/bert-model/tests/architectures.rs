@@ -1,15 +1,19 @@
-//! DistilBERT parity with HF transformers: tests/golden/distilbert-tiny/ is a random
-//! DistilBertForSequenceClassification saved by transformers, and
-//! tests/golden/distilbert.json its outputs (scripts/golden_distilbert.py).
+//! DistilBERT and RoBERTa parity with HF transformers: tests/golden/<arch>-tiny/ is a
+//! random `*ForSequenceClassification` saved by transformers (RoBERTa's with a byte-level
+//! BPE tokenizer trained on MRPC), and tests/golden/<arch>.json its outputs
+//! (scripts/golden_distilbert.py, scripts/golden_roberta.py).
 
 use bert_model::{Architecture, BertConfig, BertForSequenceClassification, Layout};
 use glue_testkit::{golden, json_f64s, json_i64s, workspace_root};
+use std::path::Path;
+
+use glue_data::Preprocessor;
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
-fn folder() -> String {
+fn folder(architecture: &str) -> String {
     workspace_root()
-        .join("tests/golden/distilbert-tiny")
+        .join(format!("tests/golden/{architecture}-tiny"))
         .to_string_lossy()
         .into_owned()
 }
@@ -33,10 +37,34 @@ fn matrix(v: &Value) -> Tensor {
 /// Logits, loss, hidden states and head gradients as HF computes them, both layouts.
 #[test]
 fn distilbert_matches_transformers() {
-    let g = golden("distilbert.json");
+    matches_transformers(
+        "distilbert",
+        Architecture::DistilBert,
+        &[
+            ("classifier.weight", "classifier_weight_grad"),
+            ("pre_classifier.weight", "pre_classifier_weight_grad"),
+        ],
+    );
+}
+
+/// The same for RoBERTa: padding id 1, positions from padding_idx + 1, its head.
+#[test]
+fn roberta_matches_transformers() {
+    matches_transformers(
+        "roberta",
+        Architecture::Roberta,
+        &[
+            ("classifier.out_proj.weight", "out_proj_weight_grad"),
+            ("classifier.dense.weight", "dense_weight_grad"),
+        ],
+    );
+}
+
+fn matches_transformers(name: &str, architecture: Architecture, grads: &[(&str, &str)]) {
+    let g = golden(&format!("{name}.json"));
     let (model, report) =
-        BertForSequenceClassification::from_pretrained(&folder(), None, Device::Cpu).unwrap();
-    assert_eq!(model.config.architecture, Architecture::DistilBert);
+        BertForSequenceClassification::from_pretrained(&folder(name), None, Device::Cpu).unwrap();
+    assert_eq!(model.config.architecture, architecture);
     assert!(report.newly_initialized.is_empty(), "{report}");
     assert!(report.unused.is_empty(), "{report}");
     let ids = matrix(&g["input_ids"]);
@@ -48,9 +76,9 @@ fn distilbert_matches_transformers() {
         for (_, mut v) in model.vs.variables() {
             v.zero_grad();
         }
-        // Token types are ignored by DistilBERT: pass ones to show it.
+        // DistilBERT has no token types, RoBERTa one: zeros, as its tokenizer gives.
         let out = model
-            .forward(&ids, &ids.ones_like(), &mask, Some(&labels), false)
+            .forward(&ids, &ids.zeros_like(), &mask, Some(&labels), false)
             .unwrap();
         let loss = out.loss.unwrap();
         loss.backward();
@@ -75,11 +103,8 @@ fn distilbert_matches_transformers() {
             "{layout:?}: hidden states differ by {d_hidden}"
         );
         let vars = model.vs.variables();
-        for (name, key) in [
-            ("classifier.weight", "classifier_weight_grad"),
-            ("pre_classifier.weight", "pre_classifier_weight_grad"),
-        ] {
-            let d = max_abs_diff(&vars[name].grad(), &g[key]);
+        for (name, key) in grads {
+            let d = max_abs_diff(&vars[*name].grad(), &g[*key]);
             assert!(d < 1e-5, "{layout:?}: {name} gradient differs by {d}");
         }
     }
@@ -91,15 +116,15 @@ fn distilbert_matches_transformers() {
 fn distilbert_save_pretrained_round_trips() {
     let g = golden("distilbert.json");
     let (model, _) =
-        BertForSequenceClassification::from_pretrained(&folder(), None, Device::Cpu).unwrap();
+        BertForSequenceClassification::from_pretrained(&folder("distilbert"), None, Device::Cpu)
+            .unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let saved = tmp.path().join("saved");
     model.save_pretrained(&saved).unwrap();
     let config: Value =
         serde_json::from_str(&std::fs::read_to_string(saved.join("config.json")).unwrap()).unwrap();
     let original: Value = serde_json::from_str(
-        &std::fs::read_to_string(workspace_root().join("tests/golden/distilbert-tiny/config.json"))
-            .unwrap(),
+        &std::fs::read_to_string(Path::new(&folder("distilbert")).join("config.json")).unwrap(),
     )
     .unwrap();
     for key in [
@@ -149,13 +174,46 @@ fn distilbert_save_pretrained_round_trips() {
 /// An encoder this crate does not run is one line naming the ones it does.
 #[test]
 fn unsupported_model_type_names_the_supported_ones() {
-    let error = BertConfig::from_json(serde_json::json!({"model_type": "roberta"})).unwrap_err();
+    let error = BertConfig::from_json(serde_json::json!({"model_type": "deberta-v2"})).unwrap_err();
     assert_eq!(
         error,
-        "field `model_type`: `roberta` is not supported; supported: bert, distilbert"
+        "field `model_type`: `deberta-v2` is not supported; supported: bert, distilbert, roberta"
     );
     // DistilBERT field errors name DistilBERT's field.
     let error = BertConfig::from_json(serde_json::json!({"model_type": "distilbert", "dim": "x"}))
         .unwrap_err();
     assert!(error.starts_with("field `dim`:"), "{error}");
+}
+
+/// RoBERTa pairs through the model's own tokenizer.json (byte-level BPE), truncated at
+/// 24: the ids HF's fast tokenizer gives, `<s> A </s></s> B </s>`, one token type.
+#[test]
+fn roberta_pairs_tokenize_as_transformers() {
+    let g = golden("roberta.json");
+    let dir = folder("roberta");
+    let max = g["max_length"].as_u64().unwrap() as usize;
+    let pre = Preprocessor::from_file(Path::new(&dir), max).unwrap();
+    assert_eq!(pre.pad_id(), 1, "RoBERTa's <pad>");
+    let split = glue_data::load_split(
+        &glue_testkit::mirror_dir(),
+        glue_data::Task::Mrpc,
+        "validation",
+    )
+    .unwrap();
+    let encoded = pre.encode_split(&split).unwrap();
+    for (k, row) in g["rows"].as_array().unwrap().iter().enumerate() {
+        let row = row.as_u64().unwrap() as usize;
+        let theirs = json_i64s(&g["tokenized"]["input_ids"][k]);
+        let ours: Vec<i64> = encoded.features[row]
+            .input_ids
+            .iter()
+            .map(|&i| i as i64)
+            .collect();
+        assert_eq!(ours, theirs, "row {row}");
+        assert!(encoded.features[row].token_type_ids.iter().all(|&t| t == 0));
+    }
+    // Positions start at pad_token_id + 1: roberta-base's 514 rows hold 512 tokens, these 40 hold 38.
+    let (model, _) =
+        BertForSequenceClassification::from_pretrained(&dir, None, Device::Cpu).unwrap();
+    assert_eq!(model.config.max_sequence_length(), 38);
 }
