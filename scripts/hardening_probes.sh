@@ -166,7 +166,7 @@ probe "missing data, hub model id" 2 '' -- \
 # Disk full during the final save (file-size limit: the 90 MB model.safetensors write fails).
 rm -rf "$work/full"; mkdir -p "$work/full"
 FSIZE=20000 probe "file too large (20 MB limit) during the final save" 2 \
-  'temps "$work/full"; echo "; left: $(ls -A "$work/full" | tr "\n" " ")"' -- \
+  'echo "$(temps "$work/full"); files left: $(ls -A "$work/full" | wc -l)"' -- \
   run --task rte --model "$model" --data-dir "$data" "${small[@]}" "${quiet[@]}" --max-steps 1 \
   --output-dir "$work/full"
 
