@@ -441,7 +441,13 @@ impl BertForSequenceClassification {
 
     /// Writes the save_pretrained files into an existing folder, not atomically (for
     /// callers that assemble a larger folder, such as a training checkpoint).
+    /// With LoRA the folder also gets the adapter files: `model.safetensors` (every
+    /// weight, adapters included) serves exact resume, and loading the folder goes the
+    /// adapter's way, so it never scores the base model without its adapters.
     pub fn write_pretrained(&self, dir: &Path) -> Result<()> {
+        if self.lora().is_some() {
+            self.write_adapter(dir)?;
+        }
         let variables: BTreeMap<String, Tensor> = self.vs.variables().into_iter().collect();
         let cpu: Vec<(String, Tensor)> = variables
             .iter()

@@ -846,7 +846,9 @@ fn lora_run_saves_a_peft_adapter_that_evaluates_like_the_merged_model() {
             "--eval-strategy",
             "no",
             "--save-strategy",
-            "no",
+            "steps",
+            "--save-steps",
+            "3",
             "--lora-r",
             "4",
         ]);
@@ -886,6 +888,30 @@ fn lora_run_saves_a_peft_adapter_that_evaluates_like_the_merged_model() {
         assert!(eval.status.success(), "{}", text(&eval));
         let metrics: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
         scores.push(metrics["validation"].clone());
+        // A checkpoint of a LoRA run loads with its adapters (not as the bare base).
+        let checkpoint = out_dir.join("checkpoint-3");
+        assert!(checkpoint.join("adapter_config.json").exists());
+        let eval = cli()
+            .args([
+                "evaluate",
+                "--task",
+                "rte",
+                "--device",
+                "cpu",
+                "--max-seq-length",
+                "48",
+            ])
+            .args(["--model", checkpoint.to_str().unwrap()])
+            .args(["--data-dir", mirror.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(eval.status.success(), "{}", text(&eval));
+        let at_checkpoint: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+        // checkpoint-3 holds the final weights, adapters included (up to float noise).
+        let (at, last) = (&at_checkpoint["validation"], &metrics["validation"]);
+        assert_eq!(at["accuracy"], last["accuracy"]);
+        let gap = (at["loss"].as_f64().unwrap() - last["loss"].as_f64().unwrap()).abs();
+        assert!(gap < 1e-6, "{at} vs {last}");
         let saved_args: serde_json::Value =
             serde_json::from_str(&fs::read_to_string(out_dir.join("training_args.json")).unwrap())
                 .unwrap();
