@@ -1,5 +1,5 @@
 """Writes tests/golden/distilbert-tiny/ (a randomly initialized DistilBertForSequenceClassification
-saved by transformers' save_pretrained: config.json + model.safetensors, ~40 KB) and
+saved by transformers' save_pretrained: config.json; its weights go into the JSON) and
 tests/golden/distilbert.json: its logits, hidden states at real tokens, cross-entropy
 loss and the gradient of classifier.weight for a padded batch of three rows.
 
@@ -22,6 +22,18 @@ OUT = ROOT / "tests" / "golden"
 
 def r6(t):
     return [round(float(x), 6) for x in t.flatten().tolist()]
+
+
+def weights_of(folder):
+    """model.safetensors as JSON (the tests write it back out), and the file removed:
+    the repository holds no binary weights."""
+    from safetensors.numpy import load_file
+
+    path = folder / "model.safetensors"
+    tensors = load_file(str(path))
+    path.unlink()
+    return {k: {"shape": list(v.shape), "values": [float(x) for x in v.flatten().tolist()]}
+            for k, v in sorted(tensors.items())}
 
 
 def main():
@@ -49,6 +61,7 @@ def main():
     model.eval()
     folder = OUT / "distilbert-tiny"
     model.save_pretrained(folder)
+    weights = weights_of(folder)
 
     lengths = [7, 5, 3]
     seq = max(lengths)
@@ -64,6 +77,7 @@ def main():
     hidden = out.hidden_states[-1]
     real = [r6(hidden[row, :n]) for row, n in enumerate(lengths)]
     golden = {
+        "weights": weights,
         "transformers": transformers.__version__,
         "torch": torch.__version__,
         "input_ids": ids.tolist(),

@@ -34,6 +34,18 @@ def r6(t):
     return [round(float(x), 6) for x in t.flatten().tolist()]
 
 
+def weights_of(folder):
+    """model.safetensors as JSON (the tests write it back out), and the file removed:
+    the repository holds no binary weights."""
+    from safetensors.numpy import load_file
+
+    path = folder / "model.safetensors"
+    tensors = load_file(str(path))
+    path.unlink()
+    return {k: {"shape": list(v.shape), "values": [float(x) for x in v.flatten().tolist()]}
+            for k, v in sorted(tensors.items())}
+
+
 def main():
     folder = OUT / "roberta-tiny"
     folder.mkdir(parents=True, exist_ok=True)
@@ -72,6 +84,7 @@ def main():
                 p.normal_(0.0, 0.05)
     model.eval()
     model.save_pretrained(folder)
+    weights = weights_of(folder)
 
     # Three rows of different lengths (cut from the pairs above, `</s>` kept last) padded
     # with id 1, so padding and RoBERTa's padding-derived positions matter.
@@ -86,6 +99,7 @@ def main():
     out.loss.backward()
     hidden = out.hidden_states[-1]
     golden = {
+        "weights": weights,
         "generator": "scripts/golden_roberta.py",
         "transformers": transformers.__version__,
         "torch": torch.__version__,

@@ -86,6 +86,65 @@ pub fn reference_python() -> Option<PathBuf> {
     }
 }
 
+/// A tiny HF model folder made by a golden script (`tests/golden/<name>-tiny`: config and
+/// tokenizer files), with the weights the script recorded in `tests/golden/<name>.json`
+/// (`"weights"`: name -> shape and values) written out as `model.safetensors`: weights
+/// stay out of the repository as binary files. Built once under `target/golden-models`.
+pub fn golden_model_dir(name: &str) -> PathBuf {
+    let out = workspace_root().join("target/golden-models").join(name);
+    if out.join("model.safetensors").is_file() {
+        return out;
+    }
+    // Unique per call: tests run in threads and in several processes at once.
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    let tmp = out.with_extension(format!("tmp-{}-{call}", std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp).expect("create a golden model folder");
+    let source = workspace_root().join(format!("tests/golden/{name}-tiny"));
+    for entry in fs::read_dir(&source).unwrap_or_else(|e| panic!("{}: {e}", source.display())) {
+        let entry = entry.unwrap();
+        fs::copy(entry.path(), tmp.join(entry.file_name())).unwrap();
+    }
+    let weights = golden(&format!("{name}.json"))["weights"].clone();
+    let weights = weights.as_object().expect("golden has \"weights\"");
+    fs::write(tmp.join("model.safetensors"), safetensors_f32(weights)).unwrap();
+    // Another test process may have finished first; either folder is the same.
+    if fs::rename(&tmp, &out).is_err() {
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    out
+}
+
+/// The safetensors format (8-byte little-endian header length, JSON header, raw data)
+/// for f32 tensors given as `{"shape": [...], "values": [...]}`.
+fn safetensors_f32(weights: &serde_json::Map<String, serde_json::Value>) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, tensor) in weights {
+        let start = data.len();
+        for v in json_f64s(&tensor["values"]) {
+            data.extend_from_slice(&(v as f32).to_le_bytes());
+        }
+        header.insert(
+            name.clone(),
+            serde_json::json!({
+                "dtype": "F32",
+                "shape": tensor["shape"],
+                "data_offsets": [start, data.len()],
+            }),
+        );
+    }
+    let mut text = serde_json::Value::Object(header).to_string().into_bytes();
+    while text.len() % 8 != 0 {
+        text.push(b' ');
+    }
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend(text);
+    out.extend(data);
+    out
+}
+
 /// Reads a golden file of `tests/golden/`.
 pub fn golden(name: &str) -> serde_json::Value {
     let path = workspace_root().join("tests/golden").join(name);

@@ -4,7 +4,7 @@
 //! (scripts/golden_distilbert.py, scripts/golden_roberta.py).
 
 use bert_model::{Architecture, BertConfig, BertForSequenceClassification, Layout};
-use glue_testkit::{golden, json_f64s, json_i64s, workspace_root};
+use glue_testkit::{golden, golden_model_dir, json_f64s, json_i64s};
 use std::path::Path;
 
 use glue_data::Preprocessor;
@@ -12,8 +12,7 @@ use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
 fn folder(architecture: &str) -> String {
-    workspace_root()
-        .join(format!("tests/golden/{architecture}-tiny"))
+    golden_model_dir(architecture)
         .to_string_lossy()
         .into_owned()
 }

@@ -930,7 +930,7 @@ fn lora_run_saves_a_peft_adapter_that_evaluates_like_the_merged_model() {
 #[test]
 fn roberta_runs_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = glue_testkit::workspace_root().join("tests/golden/roberta-tiny");
+    let model = glue_testkit::golden_model_dir("roberta");
     let out_dir = tmp.path().join("out");
     let mirror = mirror_dir();
     let out = cli()
