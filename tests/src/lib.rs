@@ -136,7 +136,7 @@ fn safetensors_f32(weights: &serde_json::Map<String, serde_json::Value>) -> Vec<
         );
     }
     let mut text = serde_json::Value::Object(header).to_string().into_bytes();
-    while text.len() % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(b' ');
     }
     let mut out = (text.len() as u64).to_le_bytes().to_vec();
