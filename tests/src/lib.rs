@@ -152,6 +152,50 @@ pub fn golden(name: &str) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// scripts/check_hf_load.py's fixed input, `[2, 8]` row-major (0 = padding), each id
+/// taken modulo `vocab_size` as the script takes it, so tiny vocabularies get it too.
+pub fn hf_check_input_ids(vocab_size: i64) -> Vec<i64> {
+    [
+        101i64, 2023, 2003, 1037, 2307, 3185, 999, 102, 101, 2023, 2003, 102, 0, 0, 0, 0,
+    ]
+    .iter()
+    .map(|id| id % vocab_size)
+    .collect()
+}
+
+/// Loads `folder` with HF transformers (scripts/check_hf_load.py) and returns the
+/// logits it gives for [`hf_check_input_ids`], after checking that no key was missing,
+/// unexpected or mismatched and that the class is `class`. `None` (with a loud note)
+/// when `.venv-ref` is missing.
+pub fn hf_load_logits(folder: &Path, class: &str) -> Option<Vec<f64>> {
+    let python = reference_python()?;
+    let out = std::process::Command::new(python)
+        .arg(workspace_root().join("scripts/check_hf_load.py"))
+        .arg(folder)
+        .output()
+        .expect("run scripts/check_hf_load.py");
+    assert!(
+        out.status.success(),
+        "check_hf_load.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hf: serde_json::Value = serde_json::from_slice(&out.stdout).expect("its JSON");
+    assert_eq!(hf["class"], class, "{hf}");
+    for list in ["missing_keys", "unexpected_keys", "mismatched_keys"] {
+        assert_eq!(hf[list], serde_json::json!([]), "{hf}");
+    }
+    Some(json_f64s(&hf["logits"]))
+}
+
+/// The largest absolute difference of two equally long number lists.
+pub fn max_abs_diff(ours: &[f32], theirs: &[f64]) -> f64 {
+    assert_eq!(ours.len(), theirs.len(), "element count");
+    ours.iter()
+        .zip(theirs)
+        .map(|(a, b)| (*a as f64 - b).abs())
+        .fold(0.0, f64::max)
+}
+
 /// A JSON array of numbers as `f64`s.
 pub fn json_f64s(v: &serde_json::Value) -> Vec<f64> {
     v.as_array()
@@ -177,7 +221,6 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// Revision every answer claims to come from.
 /// Run sizes that keep CLI end-to-end tests inside CI's budget: batches of 4 for
 /// training, 64 for evaluation, 48 tokens.
 pub const SMALL_RUN_FLAGS: [&str; 6] = [
@@ -189,6 +232,7 @@ pub const SMALL_RUN_FLAGS: [&str; 6] = [
     "48",
 ];
 
+/// Revision every answer claims to come from.
 pub const FAKE_COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
 /// One repository the server plays: URL prefix (`datasets/nyu-mll/glue` or `org/model`)

@@ -67,17 +67,21 @@ pub enum Architecture {
     /// transformers' `modeling_roberta.py`: BERT's encoder, positions counted from
     /// `pad_token_id + 1`, no pooler, `RobertaClassificationHead` (dense, tanh, out_proj).
     Roberta,
+    /// transformers' `modeling_deberta_v2.py` (DeBERTa-v2 and v3): disentangled
+    /// relative-position attention, no token types by default, a `ContextPooler` head.
+    DebertaV2,
 }
 
 impl Architecture {
     /// The `model_type` values this crate runs, for error messages.
-    pub const SUPPORTED: &'static str = "bert, distilbert, roberta";
+    pub const SUPPORTED: &'static str = "bert, distilbert, roberta, deberta-v2";
 
     pub fn from_model_type(model_type: &str) -> Option<Self> {
         match model_type {
             "bert" => Some(Architecture::Bert),
             "distilbert" => Some(Architecture::DistilBert),
             "roberta" => Some(Architecture::Roberta),
+            "deberta-v2" => Some(Architecture::DebertaV2),
             _ => None,
         }
     }
@@ -87,6 +91,7 @@ impl Architecture {
             Architecture::Bert => "bert",
             Architecture::DistilBert => "distilbert",
             Architecture::Roberta => "roberta",
+            Architecture::DebertaV2 => "deberta-v2",
         }
     }
 
@@ -96,12 +101,17 @@ impl Architecture {
             Architecture::Bert => "BertForSequenceClassification",
             Architecture::DistilBert => "DistilBertForSequenceClassification",
             Architecture::Roberta => "RobertaForSequenceClassification",
+            Architecture::DebertaV2 => "DebertaV2ForSequenceClassification",
         }
     }
 
-    /// The encoder's prefix in the classifier's state dict (`bert.`, `distilbert.`).
+    /// The encoder's prefix in the classifier's state dict (`bert.`, `distilbert.`,
+    /// `deberta.`).
     pub fn prefix(self) -> &'static str {
-        self.model_type()
+        match self {
+            Architecture::DebertaV2 => "deberta",
+            other => other.model_type(),
+        }
     }
 }
 
@@ -120,6 +130,167 @@ const DISTILBERT_NAMES: &[(&str, &str)] = &[
 /// `DistilBertConfig()` defaults where they differ from `BertConfig()`'s.
 fn distilbert_defaults() -> [(&'static str, serde_json::Value); 2] {
     [("n_layers", 6.into()), ("seq_classif_dropout", 0.2.into())]
+}
+
+/// `DebertaV2Config()` defaults where they differ from `BertConfig()`'s.
+fn deberta_defaults() -> [(&'static str, serde_json::Value); 7] {
+    [
+        ("vocab_size", 128100.into()),
+        ("hidden_size", 1536.into()),
+        ("num_hidden_layers", 24.into()),
+        ("num_attention_heads", 24.into()),
+        ("intermediate_size", 6144.into()),
+        ("type_vocab_size", 0.into()),
+        ("layer_norm_eps", 1e-7.into()),
+    ]
+}
+
+fn d_true() -> bool {
+    true
+}
+fn d_minus_one() -> i64 {
+    -1
+}
+fn d_none() -> String {
+    "none".into()
+}
+
+/// `pos_att_type`: a list (`["p2c", "c2p"]`, as transformers saves it) or the
+/// `"p2c|c2p"` string of the original DeBERTa configs.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+enum PosAttType {
+    List(Vec<String>),
+    Joined(String),
+}
+
+/// DeBERTa-v2's own `config.json` fields (transformers' `DebertaV2Config`, and the ones
+/// its modeling code reads with `getattr`), with its defaults. They stay in
+/// [`BertConfig::extra`] too, so a save writes them back as they were.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct DebertaOptions {
+    #[serde(default)]
+    pub relative_attention: bool,
+    /// < 1: `max_position_embeddings`.
+    #[serde(default = "d_minus_one")]
+    pub max_relative_positions: i64,
+    /// > 0: relative distances are log-bucketed into this many buckets per side.
+    #[serde(default = "d_minus_one")]
+    pub position_buckets: i64,
+    /// `"layer_norm"`: the relative embeddings go through `encoder.LayerNorm`.
+    #[serde(default = "d_none")]
+    pub norm_rel_ebd: String,
+    /// The content projections also project the relative embeddings (DeBERTa-v3).
+    #[serde(default)]
+    pub share_att_key: bool,
+    #[serde(default, deserialize_with = "pos_att_types")]
+    pub pos_att_type: Vec<String>,
+    /// Absolute position embeddings added to the input (false in DeBERTa-v3).
+    #[serde(default = "d_true")]
+    pub position_biased_input: bool,
+    #[serde(default)]
+    pub pooler_dropout: f64,
+    #[serde(default = "d_act")]
+    pub pooler_hidden_act: HiddenAct,
+    /// The classifier's dropout; `None`: `hidden_dropout_prob`.
+    #[serde(default)]
+    pub cls_dropout: Option<f64>,
+    #[serde(default)]
+    pub pooler_hidden_size: Option<i64>,
+    #[serde(default)]
+    pub embedding_size: Option<i64>,
+    #[serde(default)]
+    pub attention_head_size: Option<i64>,
+    #[serde(default)]
+    pub conv_kernel_size: i64,
+}
+
+fn pos_att_types<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<String>, D::Error> {
+    Ok(match Option::<PosAttType>::deserialize(d)? {
+        None => Vec::new(),
+        Some(PosAttType::List(list)) => list,
+        Some(PosAttType::Joined(joined)) => joined
+            .to_lowercase()
+            .split('|')
+            .map(|s| s.trim().to_string())
+            .collect(),
+    })
+}
+
+impl DebertaOptions {
+    pub fn c2p(&self) -> bool {
+        self.pos_att_type.iter().any(|t| t == "c2p")
+    }
+
+    pub fn p2c(&self) -> bool {
+        self.pos_att_type.iter().any(|t| t == "p2c")
+    }
+
+    /// `max_relative_positions`, or `max_position_embeddings` when it is < 1 (HF).
+    pub fn max_relative(&self, cfg: &BertConfig) -> i64 {
+        if self.max_relative_positions < 1 {
+            cfg.max_position_embeddings
+        } else {
+            self.max_relative_positions
+        }
+    }
+
+    /// Relative embedding rows per side (`pos_ebd_size`, HF's `att_span`).
+    pub fn span(&self, cfg: &BertConfig) -> i64 {
+        if self.position_buckets > 0 {
+            self.position_buckets
+        } else {
+            self.max_relative(cfg)
+        }
+    }
+
+    pub fn layer_norm_rel_embeddings(&self) -> bool {
+        self.norm_rel_ebd
+            .to_lowercase()
+            .split('|')
+            .any(|s| s.trim() == "layer_norm")
+    }
+
+    /// The settings this crate does not implement, as one line.
+    fn validate(&self, cfg: &BertConfig) -> std::result::Result<(), String> {
+        if self.conv_kernel_size > 0 {
+            return Err(format!(
+                "field `conv_kernel_size`: DeBERTa's convolution layer ({}) is not supported, only 0",
+                self.conv_kernel_size
+            ));
+        }
+        for (name, value, expected) in [
+            ("embedding_size", self.embedding_size, cfg.hidden_size),
+            (
+                "pooler_hidden_size",
+                self.pooler_hidden_size,
+                cfg.hidden_size,
+            ),
+            (
+                "attention_head_size",
+                self.attention_head_size,
+                cfg.head_dim(),
+            ),
+        ] {
+            if let Some(v) = value.filter(|v| *v != expected) {
+                return Err(format!(
+                    "field `{name}`: {v} is not supported, only {expected} (from hidden_size)"
+                ));
+            }
+        }
+        if let Some(t) = self
+            .pos_att_type
+            .iter()
+            .find(|t| *t != "c2p" && *t != "p2c")
+        {
+            return Err(format!(
+                "field `pos_att_type`: `{t}` is not supported, only `c2p` and `p2c`"
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Defaults are those of `transformers.BertConfig()` (bert-base-uncased).
@@ -179,6 +350,9 @@ pub struct BertConfig {
     /// to `config.json`).
     #[serde(skip)]
     pub lora: Option<crate::lora::LoraConfig>,
+    /// DeBERTa-v2's attention settings (from the same file; `None` for other encoders).
+    #[serde(skip)]
+    pub deberta: Option<DebertaOptions>,
 }
 
 impl Default for BertConfig {
@@ -233,6 +407,19 @@ impl BertConfig {
                 }
             }
         }
+        let deberta = if architecture == Architecture::DebertaV2 {
+            let object = value
+                .as_object_mut()
+                .ok_or_else(|| "the file is not a JSON object".to_string())?;
+            for (name, default) in deberta_defaults() {
+                object.entry(name).or_insert(default);
+            }
+            let options: DebertaOptions = serde_path_to_error::deserialize(value.clone())
+                .map_err(|e| format!("field `{}`: {}", e.path(), e.inner()))?;
+            Some(options)
+        } else {
+            None
+        };
         let mut config: BertConfig = serde_path_to_error::deserialize(value).map_err(|e| {
             let field = e.path().to_string();
             let field = DISTILBERT_NAMES
@@ -242,6 +429,7 @@ impl BertConfig {
             format!("field `{field}`: {}", e.inner())
         })?;
         config.architecture = architecture;
+        config.deberta = deberta;
         config.validate()?;
         Ok(config)
     }
@@ -277,6 +465,14 @@ impl BertConfig {
                 ));
             }
         }
+        // DeBERTa-v2 has no token types by default (`type_vocab_size: 0`).
+        let min_type_vocab = i64::from(self.architecture != Architecture::DebertaV2);
+        if self.type_vocab_size < min_type_vocab {
+            return Err(format!(
+                "field `type_vocab_size`: must be at least {min_type_vocab}, got {}",
+                self.type_vocab_size
+            ));
+        }
         for (name, v) in [
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
@@ -284,7 +480,6 @@ impl BertConfig {
             ("num_attention_heads", self.num_attention_heads),
             ("intermediate_size", self.intermediate_size),
             ("max_position_embeddings", self.max_position_embeddings),
-            ("type_vocab_size", self.type_vocab_size),
         ] {
             if v <= 0 {
                 return Err(format!("field `{name}`: must be positive, got {v}"));
@@ -296,7 +491,10 @@ impl BertConfig {
                 self.hidden_size, self.num_attention_heads
             ));
         }
-        Ok(())
+        match &self.deberta {
+            Some(options) => options.validate(self),
+            None => Ok(()),
+        }
     }
 
     /// The position id of a sequence's first token: 0, or RoBERTa's `padding_idx + 1`

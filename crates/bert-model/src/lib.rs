@@ -28,8 +28,9 @@ pub mod hub;
 mod lora;
 mod model;
 mod pretrained;
+mod relative_position;
 
-pub use config::{Architecture, BertConfig, HiddenAct};
+pub use config::{Architecture, BertConfig, DebertaOptions, HiddenAct};
 pub use device::{cpu_has_bf16, physical_cores, select_device, DeviceChoice};
 pub use error::{is_allocation_failure, BertError, Result};
 pub use lora::LoraConfig;

@@ -32,6 +32,7 @@ impl LoraConfig {
         let targets: &[&str] = match architecture {
             Architecture::Bert | Architecture::Roberta => &["query", "value"],
             Architecture::DistilBert => &["q_lin", "v_lin"],
+            Architecture::DebertaV2 => &["query_proj", "value_proj"],
         };
         LoraConfig {
             r: 8,

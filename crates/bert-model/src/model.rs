@@ -1,13 +1,15 @@
 //! BERT in tch, block for block as HF `transformers/models/bert/modeling_bert.py`,
-//! and DistilBERT (`modeling_distilbert.py`), which is the same encoder with other
-//! parameter names, no token types and no pooler. Parameter paths equal HF's
-//! state-dict keys, so one save is loadable by both.
+//! and the encoders that share its shape: DistilBERT (`modeling_distilbert.py`: other
+//! parameter names, no token types, no pooler), RoBERTa (`modeling_roberta.py`) and
+//! DeBERTa-v2/v3 (`modeling_deberta_v2.py`: disentangled relative-position attention).
+//! Parameter paths equal HF's state-dict keys, so one save is loadable by both.
 
 use tch::nn::{self, Init};
 use tch::{Device, Kind, Reduction, TchError, Tensor};
 
-use crate::config::{Architecture, BertConfig, HiddenAct};
+use crate::config::{Architecture, BertConfig, DebertaOptions, HiddenAct};
 use crate::dropout::dropout;
+use crate::relative_position::{relative_positions, RelativeIndex};
 use crate::Result;
 
 /// Every op below is tch's fallible `f_*` form: a libtorch failure (out of memory, an
@@ -211,15 +213,19 @@ fn layer_norm(p: nn::Path, cfg: &BertConfig) -> nn::LayerNorm {
 }
 
 /// HF `BertEmbeddings`: word + position + token type, LayerNorm, dropout
-/// (DistilBERT's `Embeddings`: no token types).
+/// (DistilBERT's `Embeddings`: no token types; `DebertaV2Embeddings`: positions only
+/// with `position_biased_input`, token types only with `type_vocab_size > 0`, the
+/// output multiplied by the attention mask).
 #[derive(Debug)]
 struct Embeddings {
     word: nn::Embedding,
-    position: nn::Embedding,
+    position: Option<nn::Embedding>,
     token_type: Option<nn::Embedding>,
     layer_norm: nn::LayerNorm,
     dropout: f64,
     eps: f64,
+    /// DeBERTa adds positions before token types.
+    deberta: bool,
 }
 
 impl Embeddings {
@@ -235,42 +241,62 @@ impl Embeddings {
                 },
             )
         };
+        let positions = cfg.deberta.as_ref().is_none_or(|d| d.position_biased_input);
+        let token_types = match cfg.architecture {
+            Architecture::DistilBert => false,
+            Architecture::DebertaV2 => cfg.type_vocab_size > 0,
+            Architecture::Bert | Architecture::Roberta => true,
+        };
         Embeddings {
             word: emb("word_embeddings", cfg.vocab_size),
-            position: emb("position_embeddings", cfg.max_position_embeddings),
-            token_type: (cfg.architecture != Architecture::DistilBert)
-                .then(|| emb("token_type_embeddings", cfg.type_vocab_size)),
+            position: positions.then(|| emb("position_embeddings", cfg.max_position_embeddings)),
+            token_type: token_types.then(|| emb("token_type_embeddings", cfg.type_vocab_size)),
             layer_norm: layer_norm(&p / "LayerNorm", cfg),
             dropout: cfg.hidden_dropout_prob,
             eps: cfg.layer_norm_eps,
+            deberta: cfg.architecture == Architecture::DebertaV2,
         }
     }
 
-    /// Any layout: `position_ids` has (or broadcasts to) the shape of `input_ids`.
+    /// Any layout: `position_ids` and `attention_mask` have (or broadcast to) the
+    /// shape of `input_ids`.
     fn forward(
         &self,
         input_ids: &Tensor,
         token_type_ids: &Tensor,
         position_ids: &Tensor,
+        attention_mask: &Tensor,
         train: bool,
     ) -> TchResult<Tensor> {
-        // HF's order (`inputs_embeds + token_type_embeddings`, then `+= position`):
-        // fp32 addition is not associative, and bf16 autocast magnifies the last bit.
+        // HF's order (BERT: `inputs_embeds + token_type_embeddings`, then `+= position`;
+        // DeBERTa: positions first): fp32 addition is not associative, and bf16
+        // autocast magnifies the last bit.
         let mut sum = apply_embedding(input_ids, &self.word)?;
+        let position = match &self.position {
+            Some(position) => Some(apply_embedding(position_ids, position)?),
+            None => None,
+        };
+        if let (true, Some(position)) = (self.deberta, &position) {
+            sum = sum.f_add(position)?;
+        }
         if let Some(token_type) = &self.token_type {
             sum = sum.f_add(&apply_embedding(token_type_ids, token_type)?)?;
         }
-        let sum = sum.f_add(&apply_embedding(position_ids, &self.position)?)?;
-        dropout(
-            &apply_layer_norm(&sum, &self.layer_norm, self.eps)?,
-            self.dropout,
-            train,
-        )
+        if let (false, Some(position)) = (self.deberta, &position) {
+            sum = sum.f_add(position)?;
+        }
+        let mut out = apply_layer_norm(&sum, &self.layer_norm, self.eps)?;
+        if self.deberta {
+            let mask = attention_mask.f_to_kind(out.kind())?.f_unsqueeze(-1)?;
+            out = out.f_mul(&mask)?;
+        }
+        dropout(&out, self.dropout, train)
     }
 }
 
 /// HF `BertSdpaSelfAttention` + `BertSelfOutput` (post-LN residual); DistilBERT's
-/// `DistilBertSelfAttention` + `sa_layer_norm`, which has no dropout after `out_lin`.
+/// `DistilBertSelfAttention` + `sa_layer_norm`, which has no dropout after `out_lin`;
+/// DeBERTa's `DisentangledSelfAttention` + `DebertaV2SelfOutput`.
 #[derive(Debug)]
 struct Attention {
     query: Projection,
@@ -283,6 +309,37 @@ struct Attention {
     attention_dropout: f64,
     hidden_dropout: f64,
     eps: f64,
+    disentangled: Option<Disentangled>,
+}
+
+/// DeBERTa's `DisentangledSelfAttention` settings: scores scaled by
+/// `sqrt(head_dim * scale_factor)`, plus content-to-position and position-to-content
+/// terms read from the shared relative embeddings.
+#[derive(Debug)]
+struct Disentangled {
+    /// 1 + one per entry of `pos_att_type`.
+    scale_factor: i64,
+    /// `None` without `relative_attention`.
+    relative: Option<RelativeTerms>,
+}
+
+#[derive(Debug)]
+struct RelativeTerms {
+    c2p: bool,
+    p2c: bool,
+    /// `pos_key_proj` / `pos_query_proj`; `None` with `share_att_key` (the content
+    /// projections are used).
+    pos_key: Option<Projection>,
+    pos_query: Option<Projection>,
+    /// `pos_dropout` over the relative embeddings.
+    dropout: f64,
+}
+
+/// What every layer's disentangled attention reads: the (normalized) relative
+/// embeddings, `[2 * span, hidden]`, and the rows each query/key pair gathers.
+struct RelativeContext {
+    embeddings: Tensor,
+    index: RelativeIndex,
 }
 
 impl Attention {
@@ -307,7 +364,33 @@ impl Attention {
                 layer / "sa_layer_norm",
                 0.0,
             ),
+            Architecture::DebertaV2 => (
+                &a / "self" / "query_proj",
+                &a / "self" / "key_proj",
+                &a / "self" / "value_proj",
+                &a / "output" / "dense",
+                &a / "output" / "LayerNorm",
+                cfg.hidden_dropout_prob,
+            ),
         };
+        let disentangled = cfg.deberta.as_ref().map(|d| {
+            let relative = d.relative_attention.then(|| {
+                let separate = |name: &str, used: bool| {
+                    (used && !d.share_att_key).then(|| linear(&a / "self" / name, cfg, h, h))
+                };
+                RelativeTerms {
+                    c2p: d.c2p(),
+                    p2c: d.p2c(),
+                    pos_key: separate("pos_key_proj", d.c2p()),
+                    pos_query: separate("pos_query_proj", d.p2c()),
+                    dropout: cfg.hidden_dropout_prob,
+                }
+            });
+            Disentangled {
+                scale_factor: 1 + i64::from(d.c2p()) + i64::from(d.p2c()),
+                relative,
+            }
+        });
         Attention {
             query: linear(query, cfg, h, h),
             key: linear(key, cfg, h, h),
@@ -319,15 +402,18 @@ impl Attention {
             attention_dropout: cfg.attention_probs_dropout_prob,
             hidden_dropout,
             eps: cfg.layer_norm_eps,
+            disentangled,
         }
     }
 
-    /// `hidden`: `[batch, seq, hidden]`, or `[total, hidden]` with `packing`.
+    /// `hidden`: `[batch, seq, hidden]`, or `[total, hidden]` with `packing`;
+    /// `relative`: DeBERTa's relative embeddings and indices.
     fn forward(
         &self,
         hidden: &Tensor,
         mask: &Tensor,
         packing: Option<&Packing>,
+        relative: Option<&RelativeContext>,
         train: bool,
     ) -> TchResult<Tensor> {
         let (b, s) = match packing {
@@ -351,7 +437,9 @@ impl Attention {
         let k = heads(apply_linear(hidden, &self.key, train)?)?;
         let v = heads(apply_linear(hidden, &self.value, train)?)?;
         let p = if train { self.attention_dropout } else { 0.0 };
-        let context = if p > 0.0 && q.device() == Device::Cpu && q.kind() == Kind::Float {
+        let context = if let Some(disentangled) = &self.disentangled {
+            self.disentangled_attention(disentangled, &q, &k, &v, mask, relative, train)?
+        } else if p > 0.0 && q.device() == Device::Cpu && q.kind() == Kind::Float {
             // What SDPA's math path does on CPU when dropout is on, written out so the
             // probabilities get our CPU dropout (see dropout.rs).
             let scores = q
@@ -374,6 +462,61 @@ impl Attention {
             train,
         )?;
         apply_layer_norm(&out.f_add(hidden)?, &self.layer_norm, self.eps)
+    }
+
+    /// HF `DisentangledSelfAttention.forward` and `disentangled_attention_bias` over
+    /// `[batch, heads, seq, head_dim]`: content scores plus c2p and p2c terms, each
+    /// divided by `sqrt(head_dim * scale_factor)`; the mask, softmax, dropout, `@ v`.
+    #[allow(clippy::too_many_arguments)]
+    fn disentangled_attention(
+        &self,
+        d: &Disentangled,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: &Tensor,
+        relative: Option<&RelativeContext>,
+        train: bool,
+    ) -> TchResult<Tensor> {
+        // `scaled_size_sqrt`: sqrt of a float32 tensor, cast to the scores' dtype.
+        let scale = Tensor::from((self.head_dim * d.scale_factor) as f32).f_sqrt()?;
+        let mut scores = q.f_matmul(&k.f_transpose(-1, -2)?.f_div(&scale)?)?;
+        if let (Some(terms), Some(context)) = (&d.relative, relative) {
+            let rows = dropout(&context.embeddings, terms.dropout, train)?;
+            // [2 * span, hidden] -> [heads, 2 * span, head_dim]
+            let project = |l: &Projection| -> TchResult<Tensor> {
+                apply_linear(&rows, l, train)?
+                    .f_view([-1, self.heads, self.head_dim])?
+                    .f_transpose(0, 1)
+            };
+            let (b, h, s, _) = q.size4()?;
+            let mut bias: Option<Tensor> = None;
+            if terms.c2p {
+                let pos_key = project(terms.pos_key.as_ref().unwrap_or(&self.key))?;
+                let c2p = q
+                    .f_matmul(&pos_key.f_transpose(-1, -2)?)?
+                    .f_gather(-1, &context.index.c2p.f_expand([b, h, s, s], false)?, false)?
+                    .f_div(&scale)?;
+                bias = Some(c2p);
+            }
+            if terms.p2c {
+                let pos_query = project(terms.pos_query.as_ref().unwrap_or(&self.query))?;
+                let p2c = k
+                    .f_matmul(&pos_query.f_transpose(-1, -2)?)?
+                    .f_gather(-1, &context.index.p2c.f_expand([b, h, s, s], false)?, false)?
+                    .f_transpose(-1, -2)?
+                    .f_div(&scale)?;
+                bias = Some(match bias {
+                    Some(c2p) => c2p.f_add(&p2c)?,
+                    None => p2c,
+                });
+            }
+            if let Some(bias) = bias {
+                scores = scores.f_add(&bias)?;
+            }
+        }
+        let probs = scores.f_add(mask)?.f_softmax(-1, Kind::Float)?;
+        dropout(&probs, self.attention_dropout, train)?.f_matmul(v)
     }
 }
 
@@ -415,7 +558,7 @@ impl FeedForward {
     /// `layer`: the path of one encoder layer.
     fn load(layer: &nn::Path, cfg: &BertConfig) -> Self {
         let (intermediate, output, norm) = match cfg.architecture {
-            Architecture::Bert | Architecture::Roberta => (
+            Architecture::Bert | Architecture::Roberta | Architecture::DebertaV2 => (
                 layer / "intermediate" / "dense",
                 layer / "output" / "dense",
                 layer / "output" / "LayerNorm",
@@ -437,14 +580,18 @@ impl FeedForward {
     }
 
     fn forward(&self, x: &Tensor, train: bool) -> TchResult<Tensor> {
-        let y = apply_linear(x, &self.intermediate, train)?;
-        let y = match self.act {
-            HiddenAct::Gelu => y.f_gelu("none")?,
-            HiddenAct::GeluNew => y.f_gelu("tanh")?,
-            HiddenAct::Relu => y.f_relu()?,
-        };
+        let y = activation(&apply_linear(x, &self.intermediate, train)?, self.act)?;
         let y = dropout(&apply_linear(&y, &self.output, train)?, self.dropout, train)?;
         apply_layer_norm(&y.f_add(x)?, &self.layer_norm, self.eps)
+    }
+}
+
+/// HF `ACT2FN[hidden_act]`.
+fn activation(x: &Tensor, act: HiddenAct) -> TchResult<Tensor> {
+    match act {
+        HiddenAct::Gelu => x.f_gelu("none"),
+        HiddenAct::GeluNew => x.f_gelu("tanh"),
+        HiddenAct::Relu => x.f_relu(),
     }
 }
 
@@ -464,12 +611,65 @@ pub struct BertOutput {
     pub pooled_output: Tensor,
 }
 
-/// HF `BertModel`: embeddings, encoder, pooler (tanh over [CLS]); or `DistilBertModel`.
+/// DeBERTa's `DebertaV2Encoder.rel_embeddings` (+ `LayerNorm` with `norm_rel_ebd`)
+/// and how relative positions are bucketed.
+#[derive(Debug)]
+struct RelativeEmbeddings {
+    table: nn::Embedding,
+    layer_norm: Option<nn::LayerNorm>,
+    eps: f64,
+    buckets: i64,
+    max_relative: i64,
+    span: i64,
+}
+
+impl RelativeEmbeddings {
+    fn load(encoder: &nn::Path, cfg: &BertConfig, d: &DebertaOptions) -> Self {
+        let span = d.span(cfg);
+        RelativeEmbeddings {
+            table: nn::embedding(
+                encoder / "rel_embeddings",
+                2 * span,
+                cfg.hidden_size,
+                nn::EmbeddingConfig {
+                    ws_init: init_normal(cfg),
+                    ..Default::default()
+                },
+            ),
+            layer_norm: d
+                .layer_norm_rel_embeddings()
+                .then(|| layer_norm(encoder / "LayerNorm", cfg)),
+            eps: cfg.layer_norm_eps,
+            buckets: d.position_buckets,
+            max_relative: d.max_relative(cfg),
+            span,
+        }
+    }
+
+    /// `get_rel_embedding` and `get_rel_pos` for a `seq`-token batch.
+    fn context(&self, seq: i64) -> TchResult<RelativeContext> {
+        let rows = self.table.ws.f_narrow(0, 0, 2 * self.span)?;
+        let embeddings = match &self.layer_norm {
+            Some(ln) => apply_layer_norm(&rows, ln, self.eps)?,
+            None => rows,
+        };
+        let relative =
+            relative_positions(seq, self.buckets, self.max_relative, embeddings.device())?;
+        Ok(RelativeContext {
+            embeddings,
+            index: RelativeIndex::new(&relative, self.span)?,
+        })
+    }
+}
+
+/// HF `BertModel`: embeddings, encoder, pooler (tanh over [CLS]); or `DistilBertModel`,
+/// `RobertaModel` (no pooler), `DebertaV2Model` (relative embeddings, no pooler).
 #[derive(Debug)]
 pub struct BertModel {
     embeddings: Embeddings,
     layers: Vec<Layer>,
     pooler: Option<Projection>,
+    relative: Option<RelativeEmbeddings>,
     precision: Precision,
     layout: Layout,
     /// Packed-row rounding; `None`: the device's default (64 on CUDA, none on CPU).
@@ -481,9 +681,15 @@ pub struct BertModel {
 impl BertModel {
     pub fn load(p: nn::Path, cfg: &BertConfig) -> Self {
         let encoder = match cfg.architecture {
-            Architecture::Bert | Architecture::Roberta => &p / "encoder" / "layer",
-            Architecture::DistilBert => &p / "transformer" / "layer",
+            Architecture::Bert | Architecture::Roberta | Architecture::DebertaV2 => &p / "encoder",
+            Architecture::DistilBert => &p / "transformer",
         };
+        let relative = cfg
+            .deberta
+            .as_ref()
+            .filter(|d| d.relative_attention)
+            .map(|d| RelativeEmbeddings::load(&encoder, cfg, d));
+        let encoder = &encoder / "layer";
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| {
                 let l = &encoder / i;
@@ -504,6 +710,7 @@ impl BertModel {
                     cfg.hidden_size,
                 )
             }),
+            relative,
             precision: Precision::Fp32,
             layout: Layout::default(),
             row_multiple: None,
@@ -568,6 +775,10 @@ impl BertModel {
             .f_mul(&scalar(f32::MIN))
     }
 
+    fn relative_context(&self, seq: i64) -> TchResult<Option<RelativeContext>> {
+        self.relative.as_ref().map(|r| r.context(seq)).transpose()
+    }
+
     /// HF `BertPooler` over the first token's hidden state; without a pooler, that state.
     fn pool(&self, first: Tensor, train: bool) -> TchResult<Tensor> {
         match &self.pooler {
@@ -591,11 +802,18 @@ impl BertModel {
             .f_add(&scalar(self.position_offset))?
             .f_unsqueeze(0)?;
         let mask = Self::additive_mask(attention_mask)?;
-        let mut hidden = self
-            .embeddings
-            .forward(input_ids, token_type_ids, &positions, train)?;
+        let relative = self.relative_context(seq)?;
+        let mut hidden = self.embeddings.forward(
+            input_ids,
+            token_type_ids,
+            &positions,
+            attention_mask,
+            train,
+        )?;
         for layer in &self.layers {
-            hidden = layer.attention.forward(&hidden, &mask, None, train)?;
+            hidden = layer
+                .attention
+                .forward(&hidden, &mask, None, relative.as_ref(), train)?;
             hidden = layer.feed_forward.forward(&hidden, train)?;
         }
         let pooled_output = self.pool(hidden.f_select(1, 0)?, train)?;
@@ -622,16 +840,22 @@ impl BertModel {
         )?)?
         .f_remainder_tensor(&scalar(packing.seq))?
         .f_add(&scalar(self.position_offset))?;
+        let relative = self.relative_context(packing.seq)?;
         let mut hidden = self.embeddings.forward(
             &gather(input_ids)?,
             &gather(token_type_ids)?,
             &positions,
+            &gather(attention_mask)?,
             train,
         )?;
         for layer in &self.layers {
-            hidden = layer
-                .attention
-                .forward(&hidden, &mask, Some(&packing), train)?;
+            hidden = layer.attention.forward(
+                &hidden,
+                &mask,
+                Some(&packing),
+                relative.as_ref(),
+                train,
+            )?;
             hidden = layer.feed_forward.forward(&hidden, train)?;
         }
         let pooled_output = self.pool(hidden.f_index_select(0, &packing.first)?, train)?;
@@ -674,6 +898,14 @@ enum Head {
         dense: Projection,
         out_proj: Projection,
     },
+    /// `DebertaV2ForSequenceClassification`: `ContextPooler` (dropout, `pooler.dense`,
+    /// `pooler_hidden_act`), dropout, `classifier`.
+    Deberta {
+        pooler: Projection,
+        pooler_dropout: f64,
+        act: HiddenAct,
+        classifier: Projection,
+    },
 }
 
 /// HF `BertForSequenceClassification`, `DistilBertForSequenceClassification` or
@@ -704,11 +936,24 @@ impl SequenceClassifier {
                 dense: linear(p / "classifier" / "dense", cfg, h, h),
                 out_proj: linear(p / "classifier" / "out_proj", cfg, h, num_labels),
             },
+            Architecture::DebertaV2 => {
+                let d = cfg.deberta.as_ref();
+                Head::Deberta {
+                    pooler: linear(p / "pooler" / "dense", cfg, h, h),
+                    pooler_dropout: d.map_or(0.0, |d| d.pooler_dropout),
+                    act: d.map_or(HiddenAct::Gelu, |d| d.pooler_hidden_act),
+                    classifier: linear(p / "classifier", cfg, h, num_labels),
+                }
+            }
+        };
+        let dropout = match &cfg.deberta {
+            Some(d) => d.cls_dropout.unwrap_or(cfg.hidden_dropout_prob),
+            None => cfg.classifier_dropout.unwrap_or(cfg.hidden_dropout_prob),
         };
         SequenceClassifier {
             bert,
             head,
-            dropout: cfg.classifier_dropout.unwrap_or(cfg.hidden_dropout_prob),
+            dropout,
             num_labels,
         }
     }
@@ -747,6 +992,16 @@ impl SequenceClassifier {
                 Head::Roberta { dense, out_proj } => {
                     let x = apply_linear(&dropout(x, p, train)?, dense, train)?.f_tanh()?;
                     apply_linear(&dropout(&x, p, train)?, out_proj, train)?
+                }
+                Head::Deberta {
+                    pooler,
+                    pooler_dropout,
+                    act,
+                    classifier,
+                } => {
+                    let x = dropout(x, *pooler_dropout, train)?;
+                    let x = activation(&apply_linear(&x, pooler, train)?, *act)?;
+                    apply_linear(&dropout(&x, p, train)?, classifier, train)?
                 }
             };
             Ok((out, logits))

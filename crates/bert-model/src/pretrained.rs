@@ -78,10 +78,12 @@ impl fmt::Debug for BertForSequenceClassification {
 }
 
 /// Pretraining heads a classifier does not use: BERT's `cls.*`, RoBERTa's `lm_head.*`,
-/// DistilBERT's MLM head.
+/// DistilBERT's MLM head, DeBERTa's MLM and replaced-token-detection heads.
 const PRETRAINING_HEADS: &[&str] = &[
     "cls.",
     "lm_head.",
+    "lm_predictions.",
+    "mask_predictions.",
     "vocab_transform.",
     "vocab_layer_norm.",
     "vocab_projector.",
@@ -100,7 +102,12 @@ fn normalize_key(key: &str, architecture: Architecture) -> Option<String> {
         .or_else(|| key.strip_suffix(".beta").map(|k| format!("{k}.bias")))
         .unwrap_or_else(|| key.to_string());
     let prefix = architecture.prefix();
-    let head = ["classifier.", "pre_classifier."];
+    // Top-level head modules; DeBERTa's `ContextPooler` is one (BERT's pooler is
+    // `bert.pooler`).
+    let head: &[&str] = match architecture {
+        Architecture::DebertaV2 => &["classifier.", "pooler."],
+        _ => &["classifier.", "pre_classifier."],
+    };
     if key.starts_with(&format!("{prefix}.")) || head.iter().any(|h| key.starts_with(h)) {
         Some(key)
     } else {
@@ -364,7 +371,14 @@ impl BertForSequenceClassification {
                 continue;
             };
             let Some(var) = variables.get_mut(&name) else {
-                unused.push(key);
+                // DeBERTa-v3 checkpoints carry a position table their config does not
+                // use (`position_biased_input: false`); HF drops it silently
+                // (`_keys_to_ignore_on_load_unexpected`).
+                let ignored = architecture == Architecture::DebertaV2
+                    && name.ends_with("embeddings.position_embeddings.weight");
+                if !ignored {
+                    unused.push(key);
+                }
                 continue;
             };
             if var.size() != tensor.size() {

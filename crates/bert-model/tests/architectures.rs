@@ -1,7 +1,8 @@
-//! DistilBERT and RoBERTa parity with HF transformers: tests/golden/<arch>-tiny/ is a
-//! random `*ForSequenceClassification` saved by transformers (RoBERTa's with a byte-level
-//! BPE tokenizer trained on MRPC), and tests/golden/<arch>.json its outputs
-//! (scripts/golden_distilbert.py, scripts/golden_roberta.py).
+//! DistilBERT, RoBERTa and DeBERTa-v2 parity with HF transformers:
+//! tests/golden/<arch>-tiny/ is a random `*ForSequenceClassification` saved by
+//! transformers (RoBERTa's with a byte-level BPE tokenizer trained on MRPC, DeBERTa's
+//! with a Unigram one), and tests/golden/<arch>.json its outputs
+//! (scripts/golden_distilbert.py, scripts/golden_roberta.py, scripts/golden_deberta.py).
 
 use bert_model::{Architecture, BertConfig, BertForSequenceClassification, Layout};
 use glue_testkit::{golden, golden_model_dir, json_f64s, json_i64s};
@@ -40,8 +41,8 @@ fn distilbert_matches_transformers() {
         "distilbert",
         Architecture::DistilBert,
         &[
-            ("classifier.weight", "classifier_weight_grad"),
-            ("pre_classifier.weight", "pre_classifier_weight_grad"),
+            ("classifier.weight", "/classifier_weight_grad"),
+            ("pre_classifier.weight", "/pre_classifier_weight_grad"),
         ],
     );
 }
@@ -53,8 +54,31 @@ fn roberta_matches_transformers() {
         "roberta",
         Architecture::Roberta,
         &[
-            ("classifier.out_proj.weight", "out_proj_weight_grad"),
-            ("classifier.dense.weight", "dense_weight_grad"),
+            ("classifier.out_proj.weight", "/out_proj_weight_grad"),
+            ("classifier.dense.weight", "/dense_weight_grad"),
+        ],
+    );
+}
+
+/// The same for DeBERTa-v3's settings: disentangled attention with log-bucketed
+/// relative positions (8 buckets, so 24 tokens reach them), shared projections, the
+/// pairwise mask, `ContextPooler`; gradients down to the relative embeddings.
+#[test]
+fn deberta_v2_matches_transformers() {
+    matches_transformers(
+        "deberta",
+        Architecture::DebertaV2,
+        &[
+            ("classifier.weight", "/grads/classifier.weight"),
+            ("pooler.dense.weight", "/grads/pooler.dense.weight"),
+            (
+                "deberta.encoder.layer.0.attention.self.query_proj.weight",
+                "/grads/deberta.encoder.layer.0.attention.self.query_proj.weight",
+            ),
+            (
+                "deberta.encoder.rel_embeddings.weight",
+                "/grads/deberta.encoder.rel_embeddings.weight",
+            ),
         ],
     );
 }
@@ -103,7 +127,7 @@ fn matches_transformers(name: &str, architecture: Architecture, grads: &[(&str, 
         );
         let vars = model.vs.variables();
         for (name, key) in grads {
-            let d = max_abs_diff(&vars[*name].grad(), &g[*key]);
+            let d = max_abs_diff(&vars[*name].grad(), g.pointer(key).unwrap());
             assert!(d < 1e-5, "{layout:?}: {name} gradient differs by {d}");
         }
     }
@@ -173,15 +197,67 @@ fn distilbert_save_pretrained_round_trips() {
 /// An encoder this crate does not run is one line naming the ones it does.
 #[test]
 fn unsupported_model_type_names_the_supported_ones() {
-    let error = BertConfig::from_json(serde_json::json!({"model_type": "deberta-v2"})).unwrap_err();
+    let error = BertConfig::from_json(serde_json::json!({"model_type": "deberta"})).unwrap_err();
     assert_eq!(
         error,
-        "field `model_type`: `deberta-v2` is not supported; supported: bert, distilbert, roberta"
+        "field `model_type`: `deberta` is not supported; supported: bert, distilbert, roberta, \
+         deberta-v2"
     );
+    // DeBERTa-v2 settings this crate does not run are named, not ignored.
+    let error = BertConfig::from_json(
+        serde_json::json!({"model_type": "deberta-v2", "conv_kernel_size": 3}),
+    )
+    .unwrap_err();
+    assert!(error.starts_with("field `conv_kernel_size`:"), "{error}");
+    let error = BertConfig::from_json(
+        serde_json::json!({"model_type": "deberta-v2", "pos_att_type": "p2c|p2p"}),
+    )
+    .unwrap_err();
+    assert!(error.starts_with("field `pos_att_type`: `p2p`"), "{error}");
+    // deberta-v3-base's own config.json: the string form of pos_att_type, v2 defaults.
+    let v3 = BertConfig::from_json(serde_json::json!({
+        "model_type": "deberta-v2", "hidden_size": 768, "num_hidden_layers": 12,
+        "num_attention_heads": 12, "intermediate_size": 3072, "relative_attention": true,
+        "position_buckets": 256, "norm_rel_ebd": "layer_norm", "share_att_key": true,
+        "pos_att_type": "p2c|c2p", "max_relative_positions": -1,
+        "position_biased_input": false
+    }))
+    .unwrap();
+    let d = v3.deberta.as_ref().unwrap();
+    assert!(d.c2p() && d.p2c() && d.layer_norm_rel_embeddings());
+    assert_eq!((v3.vocab_size, v3.type_vocab_size), (128100, 0));
+    assert_eq!((d.span(&v3), v3.layer_norm_eps), (256, 1e-7));
     // DistilBERT field errors name DistilBERT's field.
     let error = BertConfig::from_json(serde_json::json!({"model_type": "distilbert", "dim": "x"}))
         .unwrap_err();
     assert!(error.starts_with("field `dim`:"), "{error}");
+}
+
+/// DeBERTa pairs through its tokenizer.json (a Unigram model, as deberta-v3's
+/// SentencePiece one), truncated at 24: HF's fast-tokenizer ids and token types,
+/// `[CLS] A [SEP] B [SEP]`.
+#[test]
+fn deberta_pairs_tokenize_as_transformers() {
+    let g = golden("deberta.json");
+    let max = g["max_length"].as_u64().unwrap() as usize;
+    let pre = Preprocessor::from_file(&golden_model_dir("deberta"), max).unwrap();
+    assert_eq!(pre.pad_id(), 0, "[PAD]");
+    let split = glue_data::load_split(
+        &glue_testkit::mirror_dir(),
+        glue_data::Task::Mrpc,
+        "validation",
+    )
+    .unwrap();
+    let encoded = pre.encode_split(&split).unwrap();
+    for (k, row) in g["rows"].as_array().unwrap().iter().enumerate() {
+        let row = row.as_u64().unwrap() as usize;
+        let features = &encoded.features[row];
+        let as_i64 = |v: &[u32]| v.iter().map(|&i| i as i64).collect::<Vec<_>>();
+        let ids = json_i64s(&g["tokenized"]["input_ids"][k]);
+        assert_eq!(as_i64(&features.input_ids), ids, "row {row}");
+        let types = json_i64s(&g["tokenized"]["token_type_ids"][k]);
+        assert_eq!(as_i64(&features.token_type_ids), types, "row {row}");
+    }
 }
 
 /// RoBERTa pairs through the model's own tokenizer.json (byte-level BPE), truncated at

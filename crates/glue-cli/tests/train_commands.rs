@@ -778,31 +778,23 @@ fn distilbert_runs_end_to_end_and_hf_loads_the_result() {
     assert!(eval.status.success(), "{}", text(&eval));
     assert!(text(&eval).contains("\"accuracy\""), "{}", text(&eval));
 
-    let Some(python) = glue_testkit::reference_python() else {
-        return;
-    };
-    let check = Command::new(python)
-        .arg(glue_testkit::workspace_root().join("scripts/check_hf_load.py"))
-        .arg(&out_dir)
-        .output()
-        .unwrap();
-    assert!(check.status.success(), "{}", text(&check));
-    let hf: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
-    assert_eq!(hf["class"], "DistilBertForSequenceClassification");
-    for list in ["missing_keys", "unexpected_keys", "mismatched_keys"] {
-        assert_eq!(hf[list], serde_json::json!([]), "{hf}");
-    }
-    // The script's fixed input, through the saved model on our side.
-    let (trained, _) = BertForSequenceClassification::from_pretrained(
-        out_dir.to_str().unwrap(),
+    assert_hf_loads_with_our_logits(&out_dir, "DistilBertForSequenceClassification");
+}
+
+/// transformers loads `folder` (no missing or unexpected keys, the given class) and
+/// its logits for check_hf_load.py's fixed input equal ours within 1e-5.
+fn assert_hf_loads_with_our_logits(folder: &Path, class: &str) {
+    let (trained, _) = bert_model::BertForSequenceClassification::from_pretrained(
+        folder.to_str().unwrap(),
         None,
         tch::Device::Cpu,
     )
     .unwrap();
-    let ids = tch::Tensor::from_slice(&[
-        101i64, 2023, 2003, 1037, 2307, 3185, 999, 102, 101, 2023, 2003, 102, 0, 0, 0, 0,
-    ])
-    .view([2, 8]);
+    let Some(theirs) = glue_testkit::hf_load_logits(folder, class) else {
+        return;
+    };
+    let ids = tch::Tensor::from_slice(&glue_testkit::hf_check_input_ids(trained.config.vocab_size))
+        .view([2, 8]);
     let mask = ids.ne(0).to_kind(tch::Kind::Int64);
     let ours: Vec<f32> = Vec::try_from(
         trained
@@ -812,12 +804,7 @@ fn distilbert_runs_end_to_end_and_hf_loads_the_result() {
             .flatten(0, -1),
     )
     .unwrap();
-    let theirs = glue_testkit::json_f64s(&hf["logits"]);
-    let worst = ours
-        .iter()
-        .zip(&theirs)
-        .map(|(a, b)| (*a as f64 - b).abs())
-        .fold(0.0, f64::max);
+    let worst = glue_testkit::max_abs_diff(&ours, &theirs);
     assert!(worst < 1e-5, "ours {ours:?} vs HF {theirs:?}");
 }
 
@@ -929,8 +916,31 @@ fn lora_run_saves_a_peft_adapter_that_evaluates_like_the_merged_model() {
 /// tokens its position table holds.
 #[test]
 fn roberta_runs_end_to_end() {
+    tiny_encoder_runs_end_to_end("roberta", "RobertaForSequenceClassification", 38);
+}
+
+/// The same for DeBERTa-v3's settings (tests/golden/deberta-tiny: Unigram tokenizer,
+/// relative attention); transformers loads the trained folder with our logits.
+#[test]
+fn deberta_v2_runs_end_to_end() {
+    let out_dir = tiny_encoder_runs_end_to_end("deberta", "DebertaV2ForSequenceClassification", 40);
+    let saved: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(out_dir.path().join("out/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(saved["model_type"], "deberta-v2");
+    assert_eq!(saved["position_buckets"], 8, "DeBERTa's own fields kept");
+    assert_eq!(saved["pos_att_type"], serde_json::json!(["p2c", "c2p"]));
+    assert_hf_loads_with_our_logits(
+        &out_dir.path().join("out"),
+        "DebertaV2ForSequenceClassification",
+    );
+}
+
+/// Trains the golden tiny model `name` for 2 RTE steps into `<tmp>/out`, checks the
+/// class written and the clamp to `max_tokens`, and evaluates the result.
+fn tiny_encoder_runs_end_to_end(name: &str, class: &str, max_tokens: usize) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
-    let model = glue_testkit::golden_model_dir("roberta");
+    let model = glue_testkit::golden_model_dir(name);
     let out_dir = tmp.path().join("out");
     let mirror = mirror_dir();
     let out = cli()
@@ -955,17 +965,11 @@ fn roberta_runs_end_to_end() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    assert!(
-        text(&out).contains("--max-seq-length 128 is larger than the model's maximum (38"),
-        "{}",
-        text(&out)
-    );
+    let clamp = format!("--max-seq-length 128 is larger than the model's maximum ({max_tokens}");
+    assert!(text(&out).contains(&clamp), "{}", text(&out));
     let saved: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(out_dir.join("config.json")).unwrap()).unwrap();
-    assert_eq!(
-        saved["architectures"][0],
-        "RobertaForSequenceClassification"
-    );
+    assert_eq!(saved["architectures"][0], class);
     let eval = cli()
         .args([
             "evaluate",
@@ -974,11 +978,12 @@ fn roberta_runs_end_to_end() {
             "--device",
             "cpu",
             "--max-seq-length",
-            "38",
+            &max_tokens.to_string(),
         ])
         .args(["--model", out_dir.to_str().unwrap()])
         .args(["--data-dir", mirror.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(eval.status.success(), "{}", text(&eval));
+    tmp
 }
