@@ -41,11 +41,30 @@ fn format_entry(entry: &LogEntry) -> String {
         .join(" ")
 }
 
+/// `74498` -> `74,498`, as HF prints counts.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 impl TrainerCallback for CliReporter {
     fn on_train_begin(&mut self, plan: &Plan, state: &TrainerState) {
         eprintln!(
             "training: {} examples, {} epochs, {} optimizer steps ({} per epoch), starting at step {}",
             plan.num_examples, plan.num_epochs, plan.max_steps, plan.updates_per_epoch, state.global_step
+        );
+        // HF Trainer's "Number of trainable parameters"; AdamW keeps two fp32 moments each.
+        eprintln!(
+            "trainable parameters: {} (AdamW state {:.1} MB)",
+            thousands(plan.trainable_parameters),
+            plan.trainable_parameters as f64 * 8.0 / 1e6
         );
         if std::io::stderr().is_terminal() {
             let bar = ProgressBar::new(plan.max_steps);
@@ -83,5 +102,16 @@ impl TrainerCallback for CliReporter {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn thousands_as_hf_prints_them() {
+        assert_eq!(super::thousands(0), "0");
+        assert_eq!(super::thousands(999), "999");
+        assert_eq!(super::thousands(74_498), "74,498");
+        assert_eq!(super::thousands(22_713_986), "22,713,986");
     }
 }

@@ -115,6 +115,11 @@ impl AdamW {
         &self.params
     }
 
+    /// Elements over all parameters (each has two fp32 moments in the state).
+    pub fn num_parameters(&self) -> u64 {
+        self.params.iter().map(|p| p.tensor.numel() as u64).sum()
+    }
+
     /// `zero_grad(set_to_none=True)`, torch's and HF's default: the next backward
     /// writes the gradients afresh (no zeroing pass, no accumulation pass, and no
     /// gradient memory held during the forward).

@@ -60,6 +60,9 @@ pub struct Plan {
     pub updates_per_epoch: u64,
     pub max_steps: u64,
     pub num_epochs: u64,
+    /// Weights the optimizer updates (HF's "Number of trainable parameters"); set by
+    /// `train` (0 from [`Plan::new`]).
+    pub trainable_parameters: u64,
 }
 
 impl Plan {
@@ -79,6 +82,7 @@ impl Plan {
             updates_per_epoch,
             max_steps,
             num_epochs: max_steps.div_ceil(updates_per_epoch),
+            trainable_parameters: 0,
         }
     }
 }
@@ -343,7 +347,7 @@ impl Trainer<'_> {
         self.check_metric_name()?;
         self.apply_compute_args()?;
         let start = Instant::now();
-        let plan = Plan::new(&self.args, self.train_data.len());
+        let mut plan = Plan::new(&self.args, self.train_data.len());
         let schedule = LrSchedule::new(
             self.args.lr_scheduler_type,
             self.args.warmup_steps,
@@ -351,6 +355,7 @@ impl Trainer<'_> {
             plan.max_steps,
         );
         let mut optimizer = self.optimizer();
+        plan.trainable_parameters = optimizer.num_parameters();
         let mut state = TrainerState {
             max_steps: plan.max_steps,
             num_train_epochs: plan.num_epochs,
