@@ -1,6 +1,8 @@
 //! `cargo xtask setup`: a project-local venv with torch 2.11.0 (the libtorch that
 //! tch 0.24 links) and the test model, plus stable links that `.cargo/config.toml`
-//! and the tests use: `.venv/torch` and `.venv/test-model`.
+//! and the tests use: `.venv/torch` and `.venv/test-model`; and gloo's headers in
+//! `.venv/gloo` (from Debian's libgloo-dev), which c10d's ProcessGroupGloo.hpp needs
+//! and the torch wheel does not ship.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -35,6 +37,7 @@ pub fn run(reference: bool) -> Result<ExitCode> {
         fs::write(venv.join(STAMP), &wanted)?;
         println!("setup: .venv ready ({})", wanted.trim());
     }
+    install_gloo_headers(&venv);
     // Cargo passes `.cargo/config.toml`'s own LIBTORCH (.venv/torch) to us too; only
     // a different value was exported by the user.
     if let Ok(own) = std::env::var("LIBTORCH") {
@@ -159,6 +162,46 @@ fn install_venv(python: &str, venv: &Path, gpu: bool) -> Result<()> {
         &venv.join("test-model"),
     )?;
     Ok(())
+}
+
+/// Debian's libgloo-dev, unpacked (no root needed): only its headers are used, to
+/// compile torch-shim's c10d calls; the code is the gloo inside libtorch_cpu.so.
+/// Without it glue-rs still builds, without data-parallel training, so a failure
+/// here is a warning.
+fn install_gloo_headers(venv: &Path) {
+    let target = venv.join("gloo");
+    if target.join("usr/include/gloo/context.h").is_file() {
+        println!("setup: gloo headers present ({})", target.display());
+        return;
+    }
+    let result = (|| -> Result<()> {
+        let download = venv.join("gloo-download");
+        let _ = fs::remove_dir_all(&download);
+        fs::create_dir_all(&download)?;
+        run_checked(
+            Command::new("apt-get")
+                .args(["download", "libgloo-dev"])
+                .current_dir(&download),
+            "apt-get download libgloo-dev",
+        )?;
+        let deb = fs::read_dir(&download)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|e| e == "deb"))
+            .context("apt-get download left no .deb")?;
+        run_checked(
+            Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&target),
+            "dpkg-deb -x libgloo-dev",
+        )?;
+        fs::remove_dir_all(&download)?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => println!("setup: gloo headers in {}", target.display()),
+        Err(e) => println!(
+            "setup: WARNING: no gloo headers ({e:#}); glue-rs builds without data-parallel \
+             training. Install Debian's libgloo-dev and set GLUE_RS_GLOO_INCLUDE=/usr/include"
+        ),
+    }
 }
 
 fn site_packages(venv: &Path) -> Result<PathBuf> {

@@ -1,6 +1,6 @@
 //! The C ABI of cpp/shim.cpp and the one file with `unsafe` in this crate.
 
-use std::ffi::{c_char, c_int, CStr};
+use std::ffi::{c_char, c_int, c_longlong, c_void, CStr, CString};
 
 use tch::Tensor;
 
@@ -44,6 +44,32 @@ extern "C" {
     fn glue_shim_deterministic() -> c_int;
     fn glue_shim_set_cudnn_attention(enabled: c_int) -> *mut c_char;
     fn glue_shim_cudnn_attention() -> c_int;
+    fn glue_shim_has_gloo() -> c_int;
+    fn glue_shim_pg_new_gloo(
+        host: *const c_char,
+        port: c_int,
+        rank: c_int,
+        world: c_int,
+        host_store: c_int,
+        timeout_ms: c_longlong,
+        bind_host: *const c_char,
+        prefix: *const c_char,
+        out: *mut *mut c_void,
+    ) -> *mut c_char;
+    fn glue_shim_pg_free(handle: *mut c_void);
+    fn glue_shim_pg_all_reduce_sum(handle: *mut c_void, tensor: *mut AtTensor) -> *mut c_char;
+    fn glue_shim_pg_broadcast(
+        handle: *mut c_void,
+        tensor: *mut AtTensor,
+        root: c_int,
+    ) -> *mut c_char;
+    fn glue_shim_pg_all_gather(
+        handle: *mut c_void,
+        input: *mut AtTensor,
+        outputs: *const *mut AtTensor,
+        n: usize,
+    ) -> *mut c_char;
+    fn glue_shim_pg_barrier(handle: *mut c_void) -> *mut c_char;
 }
 
 /// Turns the shim's error convention (null, or a malloc'ed message) into a Result.
@@ -195,4 +221,97 @@ pub fn set_cudnn_attention(enabled: bool) -> Result<(), TorchError> {
 pub fn cudnn_attention() -> bool {
     // SAFETY: no arguments.
     unsafe { glue_shim_cudnn_attention() != 0 }
+}
+
+pub fn has_gloo() -> bool {
+    // SAFETY: no arguments.
+    unsafe { glue_shim_has_gloo() != 0 }
+}
+
+/// A c10d Gloo group owned by the shim (`Group*`), freed on drop.
+pub struct GroupHandle(*mut c_void);
+
+// SAFETY: c10d process groups are used from any thread (DDP's reducer does); the
+// handle is only freed once, by Drop.
+unsafe impl Send for GroupHandle {}
+unsafe impl Sync for GroupHandle {}
+
+impl Drop for GroupHandle {
+    fn drop(&mut self) {
+        // SAFETY: a live handle from glue_shim_pg_new_gloo, freed once.
+        unsafe { glue_shim_pg_free(self.0) }
+    }
+}
+
+fn c_string(text: &str) -> Result<CString, TorchError> {
+    CString::new(text).map_err(|_| TorchError(format!("`{text}` contains a NUL byte")))
+}
+
+pub struct GlooSpec<'a> {
+    pub host: &'a str,
+    pub port: u16,
+    pub rank: i64,
+    pub world_size: i64,
+    pub host_store: bool,
+    pub timeout_ms: i64,
+    pub bind_host: &'a str,
+    pub prefix: &'a str,
+}
+
+pub fn new_gloo(spec: &GlooSpec<'_>) -> Result<GroupHandle, TorchError> {
+    let (host, bind, prefix) = (
+        c_string(spec.host)?,
+        c_string(spec.bind_host)?,
+        c_string(spec.prefix)?,
+    );
+    let mut out: *mut c_void = std::ptr::null_mut();
+    // SAFETY: NUL-terminated strings and an out-pointer, all alive for the call.
+    check(unsafe {
+        glue_shim_pg_new_gloo(
+            host.as_ptr(),
+            c_int::from(spec.port),
+            spec.rank as c_int,
+            spec.world_size as c_int,
+            c_int::from(spec.host_store),
+            spec.timeout_ms,
+            bind.as_ptr(),
+            prefix.as_ptr(),
+            &mut out,
+        )
+    })?;
+    Ok(GroupHandle(out))
+}
+
+pub fn all_reduce_sum(group: &GroupHandle, tensor: &Tensor) -> Result<(), TorchError> {
+    // SAFETY: a live group and a live tensor handle, borrowed for the call.
+    check(unsafe { glue_shim_pg_all_reduce_sum(group.0, tensor.as_ptr() as *mut AtTensor) })
+}
+
+pub fn broadcast(group: &GroupHandle, tensor: &Tensor, root: i64) -> Result<(), TorchError> {
+    // SAFETY: as all_reduce_sum.
+    check(unsafe {
+        glue_shim_pg_broadcast(group.0, tensor.as_ptr() as *mut AtTensor, root as c_int)
+    })
+}
+
+pub fn all_gather(
+    group: &GroupHandle,
+    input: &Tensor,
+    outputs: &[&Tensor],
+) -> Result<(), TorchError> {
+    let o = handles(outputs);
+    // SAFETY: a live group, a live input and `n` live output handles, borrowed.
+    check(unsafe {
+        glue_shim_pg_all_gather(
+            group.0,
+            input.as_ptr() as *mut AtTensor,
+            o.as_ptr(),
+            o.len(),
+        )
+    })
+}
+
+pub fn barrier(group: &GroupHandle) -> Result<(), TorchError> {
+    // SAFETY: a live group.
+    check(unsafe { glue_shim_pg_barrier(group.0) })
 }

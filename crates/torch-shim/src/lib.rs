@@ -8,7 +8,9 @@
 //!   `zero_grad(set_to_none=True)`;
 //! - [`autocast`], as `torch.autocast(device, dtype)` on CPU and CUDA with any dtype
 //!   (tch's own `autocast` is CUDA-only and fp16);
-//! - [`set_deterministic`], as `torch.use_deterministic_algorithms`.
+//! - [`set_deterministic`], as `torch.use_deterministic_algorithms`;
+//! - [`distributed::ProcessGroup`], c10d's TCPStore rendezvous and Gloo process group
+//!   (CPU data parallelism, as `torch.distributed` with the `gloo` backend).
 //!
 //! Every call returns a [`TorchError`] instead of letting a C++ exception through.
 //!
@@ -26,6 +28,7 @@
 //! # }
 //! ```
 
+pub mod distributed;
 mod ffi;
 
 use tch::{Device, Kind, Tensor};
