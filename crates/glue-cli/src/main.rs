@@ -104,10 +104,16 @@ fn pin_mkl_code_path() {
     }
 }
 
-/// Intra-op threads: one per physical core unless OMP_NUM_THREADS says otherwise.
+/// Intra-op threads: one per physical core unless OMP_NUM_THREADS says otherwise;
+/// under torchrun the cores are shared by the machine's ranks (LOCAL_WORLD_SIZE).
 fn set_threads() {
     if std::env::var_os("OMP_NUM_THREADS").is_none() {
-        tch::set_num_threads(bert_model::physical_cores() as i32);
+        let ranks = std::env::var("LOCAL_WORLD_SIZE")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(1)
+            .max(1);
+        tch::set_num_threads((bert_model::physical_cores() / ranks).max(1) as i32);
     }
 }
 

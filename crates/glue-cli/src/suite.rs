@@ -381,6 +381,7 @@ pub fn suite(args: &SuiteArgs) -> Result<()> {
                 resume_from_checkpoint: resume.then(|| "latest".to_string()),
                 resume_with_changed_args: false,
                 merge_lora: false,
+                ddp_timeout: 1800,
                 training,
             },
         });

@@ -147,6 +147,10 @@ pub struct RunArgs {
     /// weights (PEFT's `merge_and_unload`) instead of the adapter folder.
     #[arg(long)]
     pub(crate) merge_lora: bool,
+    /// Under torchrun (data-parallel): seconds the rendezvous and each collective may
+    /// wait for the other ranks before the run stops with an error (HF's `ddp_timeout`).
+    #[arg(long, default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) ddp_timeout: u64,
     #[command(flatten)]
     pub(crate) training: TrainingFlags,
 }
@@ -160,6 +164,9 @@ pub struct EvaluateArgs {
     split: Option<String>,
     #[command(flatten)]
     inference: InferenceArgs,
+    /// Under torchrun: seconds to wait for the other ranks (HF's `ddp_timeout`).
+    #[arg(long, default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..))]
+    ddp_timeout: u64,
 }
 
 /// How `evaluate` and `predict` run a fine-tuned model.
@@ -413,6 +420,9 @@ pub fn run(run: &RunArgs) -> Result<()> {
     if let Some(dir) = &resume {
         check_resume(dir, &args, task, run.resume_with_changed_args)?;
     }
+    // Started by torchrun: join the other ranks (c10d, Gloo) before anything else.
+    let launch = join_ranks(run.ddp_timeout)?;
+    let main_process = train_loop::distributed::is_main_process();
     // Data first: a missing or damaged file (bad labels, wrong schema) fails before a
     // model download; only the tokenization waits for the model's tokenizer.
     let train_raw = load_split(&run.data.data_dir, task, train_split)?;
@@ -427,12 +437,17 @@ pub fn run(run: &RunArgs) -> Result<()> {
     }
     // Before the model loads (a download, perhaps): one run per folder, and a folder
     // that cannot be written fails now, not after training.
-    let _lock = train_loop::OutputLock::acquire(&args.output_dir)?;
+    // Only rank 0 writes there (HF's `should_save`).
+    let _lock = match main_process {
+        true => Some(train_loop::OutputLock::acquire(&args.output_dir)?),
+        false => None,
+    };
     let device = device(&run.device)?;
+    refuse_cuda_ranks(launch.as_ref(), device)?;
     tch::manual_seed(args.seed as i64);
     let (model, report) =
         BertForSequenceClassification::from_pretrained(&run.model, Some(spec.label_names), device)?;
-    if resume.is_none() {
+    if resume.is_none() && main_process {
         eprint!("{report}");
     }
     if args.bf16 && device == tch::Device::Cpu && !bert_model::cpu_has_bf16() {
@@ -466,10 +481,18 @@ pub fn run(run: &RunArgs) -> Result<()> {
         collator,
         train_data,
         eval_sets,
-        callbacks: vec![&mut reporter],
+        // Progress and logs on rank 0 only.
+        callbacks: match main_process {
+            true => vec![&mut reporter],
+            false => vec![],
+        },
     };
     let out = trainer.train(resume.as_deref())?;
+    // Sharded across the ranks: every rank takes part, rank 0 writes the results.
     let eval_metrics = trainer.evaluate()?;
+    if !main_process {
+        return Ok(());
+    }
     let mut state = out.state;
     let mut final_eval: Map<String, Value> = eval_metrics
         .iter()
@@ -558,6 +581,26 @@ fn load_for(
     Ok(model)
 }
 
+/// Joins the other ranks when torchrun started this process (its variables are set).
+fn join_ranks(timeout_s: u64) -> Result<Option<train_loop::distributed::LaunchEnv>> {
+    Ok(train_loop::distributed::init_from_env(
+        std::time::Duration::from_secs(timeout_s),
+    )?)
+}
+
+fn refuse_cuda_ranks(
+    launch: Option<&train_loop::distributed::LaunchEnv>,
+    device: tch::Device,
+) -> Result<()> {
+    if launch.is_some() && device.is_cuda() {
+        bail!(
+            "data-parallel runs use CPU (c10d Gloo); NCCL for CUDA is not bound yet: add \
+             --device cpu, or start one process without torchrun"
+        );
+    }
+    Ok(())
+}
+
 pub fn evaluate_cmd(args: &EvaluateArgs) -> Result<()> {
     let task: Task = args.data.task.parse()?;
     let spec = task.spec();
@@ -568,7 +611,10 @@ pub fn evaluate_cmd(args: &EvaluateArgs) -> Result<()> {
     for split in &splits {
         glue_data::load_split(&args.data.data_dir, task, split)?;
     }
+    // Under torchrun the batches are shared out across the ranks; rank 0 prints.
+    let launch = join_ranks(args.ddp_timeout)?;
     let device = device(&args.inference.device)?;
+    refuse_cuda_ranks(launch.as_ref(), device)?;
     let model = load_for(task, &args.inference, device)?;
     let pre = preprocessor(&model, args.inference.max_seq_length)?;
     let collator = Collator::new(&pre);
@@ -594,7 +640,9 @@ pub fn evaluate_cmd(args: &EvaluateArgs) -> Result<()> {
             .collect();
         results.insert(split.clone(), Value::Object(metrics));
     }
-    println!("{}", serde_json::to_string_pretty(&results)?);
+    if train_loop::distributed::is_main_process() {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    }
     Ok(())
 }
 

@@ -60,6 +60,9 @@ pub enum TrainError {
 
     #[error(transparent)]
     Shim(#[from] torch_shim::TorchError),
+
+    #[error("data-parallel training: {0}")]
+    Distributed(String),
 }
 
 pub type Result<T, E = TrainError> = std::result::Result<T, E>;

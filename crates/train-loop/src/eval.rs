@@ -8,6 +8,7 @@ use glue_data::{Batch, BatchLabels, Collator, EncodedSplit, Task};
 use glue_metrics::{classification, regression_nan_if_undefined};
 use tch::{Device, Kind, Tensor};
 
+use crate::distributed;
 use crate::error::{Result, TrainError};
 
 /// Batch buffers to device tensors: (input_ids, token_type_ids, attention_mask, labels).
@@ -47,6 +48,10 @@ pub struct EvalOutput {
 /// them. Rows go through the model longest first (batches of similar length, so
 /// little padding) and come back in their original order; logits and the loss stay
 /// on the device until the end, so there is one host sync per evaluation.
+///
+/// With a process group (see [`crate::distributed`]) batch `j` of that order runs on
+/// rank `j % world_size` and the logits are gathered: every batch is the one a
+/// single process would run, so predictions and metrics are the same, on every rank.
 pub fn evaluate(
     model: &BertForSequenceClassification,
     task: Task,
@@ -60,10 +65,21 @@ pub fn evaluate(
     let regression_task = task.spec().is_regression();
     let mut order: Vec<usize> = (0..split.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(split.features[i].len()));
-    let mut logits = Vec::with_capacity(order.len().div_ceil(batch_size.max(1)));
-    let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
+    let chunks: Vec<&[usize]> = order.chunks(batch_size.max(1)).collect();
+    let (rank, world) = (
+        distributed::rank() as usize,
+        distributed::world_size() as usize,
+    );
+    let mut logits = Vec::with_capacity(chunks.len().div_ceil(world));
+    // Each batch's loss times its rows, in batch order (zeros for other ranks' batches),
+    // summed on the host in that order: the same total with any number of ranks.
+    let mut batch_losses = Vec::with_capacity(chunks.len());
     tch::no_grad(|| -> Result<()> {
-        for chunk in order.chunks(batch_size.max(1)) {
+        for (j, chunk) in chunks.iter().enumerate() {
+            if j % world != rank {
+                batch_losses.push(Tensor::zeros([], (Kind::Double, device)));
+                continue;
+            }
             let batch = collator.collate(split, chunk)?;
             let forward = || -> Result<_> {
                 let (ids, types, mask, labels) = batch_tensors(&batch, device)?;
@@ -73,22 +89,39 @@ pub fn evaluate(
                 true => TrainError::EvalOutOfMemory { batch_size },
                 false => e,
             })?;
-            if let Some(loss) = out.loss {
-                loss_sum += loss.to_kind(Kind::Double) * chunk.len() as f64;
-            }
+            batch_losses.push(match out.loss {
+                Some(loss) => loss.to_kind(Kind::Double) * chunk.len() as f64,
+                None => Tensor::zeros([], (Kind::Double, device)),
+            });
             logits.push(out.logits);
         }
         Ok(())
     })?;
-    // Back to the split's order: row order[k] is at position k of the sorted logits.
-    let sorted = if logits.is_empty() {
-        Tensor::zeros(
-            [0, task.spec().num_labels() as i64],
-            (Kind::Float, Device::Cpu),
-        )
+    let width = task.spec().num_labels() as i64;
+    let mine = if logits.is_empty() {
+        Tensor::zeros([0, width], (Kind::Float, Device::Cpu))
     } else {
         Tensor::cat(&logits, 0).to(Device::Cpu)
     };
+    let mut batch_losses = if batch_losses.is_empty() {
+        Tensor::zeros([0], (Kind::Double, Device::Cpu))
+    } else {
+        Tensor::stack(&batch_losses, 0).to(Device::Cpu)
+    };
+    // Back to the split's order: row order[k] is at position k of the sorted logits.
+    let sorted = match distributed::group() {
+        None => mine,
+        Some(group) => {
+            group
+                .all_reduce_sum(&batch_losses)
+                .map_err(distributed::collective_error(
+                    "the evaluation loss all-reduce",
+                ))?;
+            gather_batches(group, &mine, &chunks)?
+        }
+    };
+    batch_losses = batch_losses.to_kind(Kind::Double);
+    let loss_sum: f64 = Vec::<f64>::try_from(&batch_losses)?.iter().sum();
     let positions: Vec<i64> = {
         let mut p = vec![0i64; order.len()];
         for (k, &row) in order.iter().enumerate() {
@@ -108,7 +141,6 @@ pub fn evaluate(
     } else {
         classes.extend(Vec::<i64>::try_from(logits.argmax(-1, false))?);
     }
-    let loss_sum = loss_sum.double_value(&[]);
     let n = split.len().max(1) as f64;
     let mut metrics = BTreeMap::new();
     let loss = labelled.then_some(loss_sum / n);
@@ -144,5 +176,47 @@ pub fn evaluate(
         predictions,
         loss,
         metrics,
+    })
+}
+
+/// Every rank's logits (its batches `j % world_size == rank`, in order) gathered
+/// back into the order of `chunks`. Shards are padded to the longest for the
+/// all-gather, and the padding dropped.
+fn gather_batches(
+    group: &torch_shim::distributed::ProcessGroup,
+    mine: &Tensor,
+    chunks: &[&[usize]],
+) -> Result<Tensor> {
+    let world = group.world_size() as usize;
+    let rows_of = |r: usize| -> i64 {
+        chunks
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| j % world == r)
+            .map(|(_, c)| c.len() as i64)
+            .sum()
+    };
+    let longest = (0..world).map(rows_of).max().unwrap_or(0);
+    let width = mine.size()[1];
+    let padded = Tensor::zeros([longest, width], (Kind::Float, Device::Cpu));
+    padded.narrow(0, 0, mine.size()[0]).copy_(mine);
+    let shards = group
+        .all_gather(&padded)
+        .map_err(distributed::collective_error("the evaluation all-gather"))?;
+    let mut cursor = vec![0i64; world];
+    let pieces: Vec<Tensor> = chunks
+        .iter()
+        .enumerate()
+        .map(|(j, c)| {
+            let r = j % world;
+            let piece = shards[r].narrow(0, cursor[r], c.len() as i64);
+            cursor[r] += c.len() as i64;
+            piece
+        })
+        .collect();
+    Ok(if pieces.is_empty() {
+        Tensor::zeros([0, width], (Kind::Float, Device::Cpu))
+    } else {
+        Tensor::cat(&pieces, 0)
     })
 }

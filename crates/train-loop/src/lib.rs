@@ -35,6 +35,7 @@
 
 mod args;
 pub mod checkpoint;
+pub mod distributed;
 mod error;
 mod eval;
 mod lock;

@@ -14,6 +14,10 @@ pub struct RunningTotals {
     pub steps_since_log: u64,
     pub loss_total: f64,
     pub evals_without_improvement: usize,
+    /// Processes of the run (1 without a process group; 0 in files written before
+    /// it was recorded, read as 1). A resume needs the same.
+    #[serde(default)]
+    pub world_size: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

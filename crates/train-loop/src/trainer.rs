@@ -9,6 +9,8 @@ use std::time::Instant;
 
 use bert_model::{BertForSequenceClassification, Layout, Precision};
 use glue_data::sampler::{length_grouped_indices, shuffled_indices};
+
+use crate::distributed;
 use glue_data::{Collator, EncodedSplit, Task};
 use serde_json::Value;
 use tch::{Kind, Tensor};
@@ -66,10 +68,17 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The plan of this process: with a process group, its shard of the examples.
     pub fn new(args: &TrainingArgs, num_examples: usize) -> Plan {
-        let batches_per_epoch = num_examples
-            .div_ceil(args.per_device_train_batch_size)
-            .max(1);
+        Self::for_world_size(args, num_examples, distributed::world_size() as usize)
+    }
+
+    /// HF's numbers under DDP: each of `world_size` ranks reads
+    /// `ceil(num_examples / world_size)` examples per epoch in batches of
+    /// `per_device_train_batch_size`, so steps per epoch shrink with the world size.
+    pub fn for_world_size(args: &TrainingArgs, num_examples: usize, world_size: usize) -> Plan {
+        let per_rank = num_examples.div_ceil(world_size.max(1));
+        let batches_per_epoch = per_rank.div_ceil(args.per_device_train_batch_size).max(1);
         let updates_per_epoch = batches_per_epoch.div_ceil(args.gradient_accumulation_steps) as u64;
         let max_steps = if args.max_steps > 0 {
             args.max_steps
@@ -120,9 +129,12 @@ fn decays(name: &str) -> bool {
     !(name.ends_with(".bias") || name.contains("LayerNorm"))
 }
 
-/// Dropout masks depend only on (seed, step, micro-batch), so a resumed run draws the same ones.
-fn step_seed(seed: u64, global_step: u64, micro: usize) -> i64 {
-    (seed.wrapping_mul(1_000_003) ^ (global_step << 8 | micro as u64)) as i64 & i64::MAX
+/// Dropout masks depend only on (seed, step, micro-batch, rank), so a resumed run
+/// draws the same ones, and data-parallel ranks draw different ones.
+fn step_seed(seed: u64, global_step: u64, micro: usize, rank: i64) -> i64 {
+    (seed.wrapping_mul(1_000_003) ^ (global_step << 8 | micro as u64) ^ ((rank as u64) << 48))
+        as i64
+        & i64::MAX
 }
 
 impl Trainer<'_> {
@@ -211,7 +223,17 @@ impl Trainer<'_> {
         )
     }
 
+    /// This rank's examples of `epoch`, in order (all of them without a group).
     fn epoch_order(&self, epoch: u64) -> Vec<usize> {
+        let order = self.full_epoch_order(epoch);
+        distributed::shard(
+            &order,
+            distributed::rank() as usize,
+            distributed::world_size() as usize,
+        )
+    }
+
+    fn full_epoch_order(&self, epoch: u64) -> Vec<usize> {
         if self.args.group_by_length {
             length_grouped_indices(
                 &self.train_data.lengths(),
@@ -300,7 +322,7 @@ impl Trainer<'_> {
         for (micro, rows) in group.iter().enumerate() {
             let batch = self.collator.collate(&self.train_data, rows)?;
             let (ids, types, mask, labels) = batch_tensors(&batch, device)?;
-            tch::manual_seed(step_seed(self.args.seed, step, micro));
+            tch::manual_seed(step_seed(self.args.seed, step, micro, distributed::rank()));
             let out = self
                 .model
                 .forward(&ids, &types, &mask, Some(&labels), true)?;
@@ -312,6 +334,22 @@ impl Trainer<'_> {
             let loss = loss.f_div(&Tensor::from(group.len() as f32))?;
             loss.f_backward()?;
             loss_sum = loss_sum.f_add(&loss.detach().f_to_kind(Kind::Double)?)?;
+        }
+        if let Some(group) = distributed::group() {
+            // DDP: gradients averaged once per update (none on the accumulation
+            // group's earlier micro-batches), before clipping; the logged loss is the
+            // ranks' mean, as HF gathers it.
+            let grads: Vec<Tensor> = optimizer
+                .params()
+                .iter()
+                .map(|p| p.tensor.grad())
+                .filter(Tensor::defined)
+                .collect();
+            distributed::average(group, &grads)?;
+            let total = distributed::sum_scalar(group, &loss_sum, "the loss all-reduce")?;
+            loss_sum = total
+                .f_div(&Tensor::from(group.world_size() as f64))?
+                .f_to(device)?;
         }
         let grad_norm = if self.args.max_grad_norm > 0.0 {
             let params: Vec<&Tensor> = optimizer.params().iter().map(|p| &p.tensor).collect();
@@ -367,6 +405,16 @@ impl Trainer<'_> {
         };
         if let Some(dir) = resume_from {
             state = self.restore(dir, &mut optimizer)?;
+        }
+        state.glue_rs.world_size = distributed::world_size() as u64;
+        if let Some(group) = distributed::group() {
+            // DDP's start: every rank begins from rank 0's weights (a fresh
+            // classifier head is random on each rank otherwise).
+            // In name order: every rank must issue the same collectives in turn.
+            let mut named: Vec<(String, Tensor)> = self.model.vs.variables().into_iter().collect();
+            named.sort_by(|a, b| a.0.cmp(&b.0));
+            let weights: Vec<Tensor> = named.into_iter().map(|(_, t)| t).collect();
+            distributed::broadcast_from_main(group, &weights)?;
         }
         for cb in &mut self.callbacks {
             cb.on_train_begin(&plan, &state);
@@ -433,6 +481,12 @@ impl Trainer<'_> {
             }
         }
         if self.args.load_best_model_at_end {
+            if let Some(group) = distributed::group() {
+                // Rank 0 wrote the checkpoints; the others read them once it is done.
+                group.barrier().map_err(distributed::collective_error(
+                    "the barrier before loading the best model",
+                ))?;
+            }
             if let Some(best) = state.best_model_checkpoint.clone() {
                 self.model
                     .load_weights(&Path::new(&best).join("model.safetensors"))?;
@@ -544,6 +598,10 @@ impl Trainer<'_> {
                     .to_string(),
             );
         }
+        if !distributed::is_main_process() {
+            // HF's `should_save`: only the world's process zero writes.
+            return Ok(());
+        }
         let path = checkpoint::save(
             &self.args.output_dir,
             &CheckpointParts {
@@ -586,7 +644,8 @@ impl Trainer<'_> {
         );
         let mut metrics = BTreeMap::new();
         metrics.insert("train_runtime".to_string(), (runtime * 1e4).round() / 1e4);
-        let samples = (state.global_step as f64 * (bs * ga) as f64)
+        let world = distributed::world_size() as f64;
+        let samples = (state.global_step as f64 * (bs * ga) as f64 * world)
             .min(plan.num_examples as f64 * state.epoch);
         metrics.insert(
             "train_samples_per_second".to_string(),
@@ -608,6 +667,20 @@ impl Trainer<'_> {
     }
 
     fn restore(&mut self, dir: &Path, optimizer: &mut AdamW) -> Result<TrainerState> {
+        let state: TrainerState = checkpoint::read_json(&dir.join("trainer_state.json"))?;
+        let (saved, now) = (
+            state.glue_rs.world_size.max(1),
+            distributed::world_size() as u64,
+        );
+        if saved != now {
+            return Err(TrainError::Checkpoint {
+                path: dir.to_path_buf(),
+                message: format!(
+                    "saved by a run of {saved} process(es) (world size {saved}); this run has \
+                     {now}: resume with the same number of processes"
+                ),
+            });
+        }
         self.model.load_weights(&dir.join("model.safetensors"))?;
         let tensors = Tensor::read_safetensors(dir.join("optimizer.safetensors"))?;
         let device = self.model.device();
@@ -622,6 +695,6 @@ impl Trainer<'_> {
                 path: dir.to_path_buf(),
                 message,
             })?;
-        checkpoint::read_json(&dir.join("trainer_state.json"))
+        Ok(state)
     }
 }
