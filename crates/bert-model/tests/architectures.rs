@@ -133,6 +133,72 @@ fn matches_transformers(name: &str, architecture: Architecture, grads: &[(&str, 
     }
 }
 
+/// A pretrained DeBERTa-v3 checkpoint's layout (as microsoft/deberta-v3-base's: the
+/// encoder under `deberta.`, an absolute position table its config does not use, the
+/// MLM and replaced-token-detection heads, no pooler or classifier) loads as
+/// transformers loads it: `pooler` and `classifier` newly initialized, the pretraining
+/// heads reported unused, the position table dropped without a word
+/// (`_keys_to_ignore_on_load_unexpected`).
+#[test]
+fn a_deberta_v3_pretraining_checkpoint_loads_as_transformers_does() {
+    let source = golden_model_dir("deberta");
+    let tmp = tempfile::tempdir().unwrap();
+    for file in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(source.join(file), tmp.path().join(file)).unwrap();
+    }
+    let mut tensors: Vec<(String, Tensor)> =
+        Tensor::read_safetensors(source.join("model.safetensors"))
+            .unwrap()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("deberta."))
+            .collect();
+    let encoder_weight = tensors
+        .iter()
+        .find(|(k, _)| k == "deberta.encoder.rel_embeddings.weight")
+        .map(|(_, t)| t.copy())
+        .unwrap();
+    for (name, shape) in [
+        (
+            "deberta.embeddings.position_embeddings.weight",
+            vec![40, 16],
+        ),
+        ("lm_predictions.lm_head.dense.weight", vec![16, 16]),
+        ("lm_predictions.lm_head.bias", vec![300]),
+        ("mask_predictions.classifier.weight", vec![1, 16]),
+    ] {
+        tensors.push((
+            name.to_string(),
+            Tensor::zeros(shape, (Kind::Float, Device::Cpu)),
+        ));
+    }
+    Tensor::write_safetensors(&tensors, tmp.path().join("model.safetensors")).unwrap();
+    let (model, report) = BertForSequenceClassification::from_pretrained(
+        tmp.path().to_str().unwrap(),
+        Some(&["not_equivalent", "equivalent"]),
+        Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(
+        report.newly_initialized,
+        [
+            "classifier.bias",
+            "classifier.weight",
+            "pooler.dense.bias",
+            "pooler.dense.weight"
+        ]
+    );
+    assert_eq!(
+        report.unused,
+        [
+            "lm_predictions.lm_head.bias",
+            "lm_predictions.lm_head.dense.weight",
+            "mask_predictions.classifier.weight"
+        ]
+    );
+    let loaded = &model.vs.variables()["deberta.encoder.rel_embeddings.weight"];
+    assert!(loaded.equal(&encoder_weight));
+}
+
 /// A save is a DistilBERT folder again (its own config names), and reloads to the
 /// same logits.
 #[test]

@@ -251,8 +251,8 @@ fn two_ranks_resume_after_sigkill_as_if_uninterrupted() {
     let tmp = tempfile::tempdir().unwrap();
     let model = test_model_dir();
     let with_saves = |out: &Path| {
-        let mut a = run_args(&model, out, 4, 30);
-        a.extend(["--save-strategy", "steps", "--save-steps", "10"].map(String::from));
+        let mut a = run_args(&model, out, 4, 20);
+        a.extend(["--save-strategy", "steps", "--save-steps", "5"].map(String::from));
         a
     };
     let whole = tmp.path().join("whole");
@@ -265,15 +265,15 @@ fn two_ranks_resume_after_sigkill_as_if_uninterrupted() {
 
     let cut = tmp.path().join("cut");
     let mut ranks = spawn_ranks(2, &with_saves(&cut), tmp.path());
-    wait_for("checkpoint-10", Duration::from_secs(300), || {
-        cut.join("checkpoint-10").is_dir()
+    wait_for("checkpoint-5", Duration::from_secs(300), || {
+        cut.join("checkpoint-5").is_dir()
     });
     for rank in &mut ranks {
         let _ = rank.kill();
         let _ = rank.wait();
     }
     assert!(
-        !cut.join("checkpoint-30").exists(),
+        !cut.join("checkpoint-20").exists(),
         "the run ended before the kill"
     );
 

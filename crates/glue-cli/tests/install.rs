@@ -33,6 +33,10 @@ fn cargo_install_gives_a_glue_cli_that_runs_from_any_directory() {
         .arg("--root")
         .arg(prefix.path())
         .env("CARGO_TARGET_DIR", root.join("target/install-test"))
+        // A from-scratch build of the whole graph (CI's clean clone): no debug info and
+        // no incremental state, which this test never uses, keep it a few minutes shorter.
+        .env("CARGO_PROFILE_DEV_DEBUG", "0")
+        .env("CARGO_INCREMENTAL", "0")
         .output()
         .unwrap();
     assert!(
