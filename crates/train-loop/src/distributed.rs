@@ -217,11 +217,9 @@ pub(crate) fn broadcast_from_main(group: &ProcessGroup, tensors: &[Tensor]) -> R
 
 /// A 0-dim f64 summed over the group.
 pub(crate) fn sum_scalar(group: &ProcessGroup, value: &Tensor, what: &str) -> Result<Tensor> {
-    let t = value
-        .f_to_kind(Kind::Double)?
-        .f_to(tch::Device::Cpu)?
-        .f_contiguous()?;
-    let t = t.f_clone(&t)?;
+    // A copy of its own: the all-reduce writes in place.
+    let mut t = Tensor::f_zeros([], (Kind::Double, tch::Device::Cpu))?;
+    t.f_copy_(value)?;
     group.all_reduce_sum(&t).map_err(collective_error(what))?;
     Ok(t)
 }

@@ -103,7 +103,7 @@ pub fn evaluate(
     } else {
         Tensor::cat(&logits, 0).to(Device::Cpu)
     };
-    let mut batch_losses = if batch_losses.is_empty() {
+    let batch_losses = if batch_losses.is_empty() {
         Tensor::zeros([0], (Kind::Double, Device::Cpu))
     } else {
         Tensor::stack(&batch_losses, 0).to(Device::Cpu)
@@ -120,7 +120,6 @@ pub fn evaluate(
             gather_batches(group, &mine, &chunks)?
         }
     };
-    batch_losses = batch_losses.to_kind(Kind::Double);
     let loss_sum: f64 = Vec::<f64>::try_from(&batch_losses)?.iter().sum();
     let positions: Vec<i64> = {
         let mut p = vec![0i64; order.len()];
