@@ -1,7 +1,9 @@
 //! Fine-tuning a `bert-model` classifier on a GLUE task the way HF's `Trainer` does:
 //! [`TrainingArgs`] with HF's names and defaults, [`AdamW`] over tensors with
 //! checkpointable state, HF's LR schedules, evaluation with the GLUE metrics, and
-//! crash-safe checkpoints in HF's layout that resume exactly.
+//! crash-safe checkpoints in HF's layout that resume exactly. Started by torchrun,
+//! [`distributed::init_from_env`] joins PyTorch's c10d (Gloo) and the same `Trainer`
+//! trains data-parallel, as HF's does under DDP.
 //!
 //! ```no_run
 //! use glue_data::{load_split, Collator, Task};
