@@ -21,6 +21,7 @@ fn gloo_include() -> Option<PathBuf> {
 fn main() {
     println!("cargo:rerun-if-changed=cpp/shim.cpp");
     println!("cargo:rerun-if-changed=cpp/distributed.cpp");
+    println!("cargo:rerun-if-changed=cpp/guarded.hpp");
     // torch-sys (`links = "tch"`) exports its libtorch lib folder to direct dependents.
     let lib = PathBuf::from(
         std::env::var("DEP_TCH_LIBTORCH_LIB")

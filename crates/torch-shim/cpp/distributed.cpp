@@ -6,6 +6,8 @@
 // convention: nullptr on success, else a malloc'ed message.
 #include <ATen/ATen.h>
 
+#include "guarded.hpp"
+
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -20,27 +22,8 @@
 
 namespace {
 
-char* message(const std::string& what) {
-  char* out = static_cast<char*>(std::malloc(what.size() + 1));
-  if (out != nullptr) {
-    std::memcpy(out, what.c_str(), what.size() + 1);
-  }
-  return out;
-}
-
-template <typename F>
-char* guarded(F&& f) {
-  try {
-    f();
-    return nullptr;
-  } catch (const c10::Error& e) {
-    return message(e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    return message(e.what());
-  } catch (...) {
-    return message("unknown C++ exception");
-  }
-}
+using glue_shim::error_message;
+using glue_shim::guarded;
 
 #ifdef USE_C10D_GLOO
 struct Group {
@@ -101,7 +84,7 @@ char* glue_shim_pg_new_gloo(const char* host, int port, int rank, int world,
     *out = group;
   });
 #else
-  return message(kNoGloo);
+  return error_message(kNoGloo);
 #endif
 }
 
@@ -123,7 +106,7 @@ char* glue_shim_pg_all_reduce_sum(void* handle, at::Tensor* tensor) {
     finish(group.backend->allreduce(list, opts), group);
   });
 #else
-  return message(kNoGloo);
+  return error_message(kNoGloo);
 #endif
 }
 
@@ -139,7 +122,7 @@ char* glue_shim_pg_broadcast(void* handle, at::Tensor* tensor, int root) {
     finish(group.backend->broadcast(list, opts), group);
   });
 #else
-  return message(kNoGloo);
+  return error_message(kNoGloo);
 #endif
 }
 
@@ -161,7 +144,7 @@ char* glue_shim_pg_all_gather(void* handle, at::Tensor* input, at::Tensor** outp
     finish(group.backend->allgather(out, in, opts), group);
   });
 #else
-  return message(kNoGloo);
+  return error_message(kNoGloo);
 #endif
 }
 
@@ -175,7 +158,7 @@ char* glue_shim_pg_barrier(void* handle) {
     finish(group.backend->barrier(opts), group);
   });
 #else
-  return message(kNoGloo);
+  return error_message(kNoGloo);
 #endif
 }
 

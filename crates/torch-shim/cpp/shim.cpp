@@ -6,6 +6,8 @@
 #include <ATen/Context.h>
 #include <torch/headeronly/version.h>
 
+#include "guarded.hpp"
+
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -13,27 +15,7 @@
 
 namespace {
 
-char* error_message(const char* what) {
-  char* out = static_cast<char*>(std::malloc(std::strlen(what) + 1));
-  if (out != nullptr) {
-    std::strcpy(out, what);
-  }
-  return out;
-}
-
-template <typename F>
-char* guarded(F&& f) {
-  try {
-    f();
-    return nullptr;
-  } catch (const c10::Error& e) {
-    return error_message(e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    return error_message(e.what());
-  } catch (...) {
-    return error_message("unknown C++ exception");
-  }
-}
+using glue_shim::guarded;
 
 std::vector<at::Tensor> tensors(at::Tensor** ptrs, size_t n) {
   std::vector<at::Tensor> out;
