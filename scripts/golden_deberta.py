@@ -20,8 +20,6 @@ one (hidden 16, 2 layers, the tokenizer's 300-piece vocabulary). Eval mode, fp32
 Run: .venv-ref/bin/python scripts/golden_deberta.py
 """
 import json
-import os
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import torch
@@ -30,28 +28,11 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from tokenizers.processors import TemplateProcessing
 from transformers import AutoTokenizer, DebertaV2Config, DebertaV2ForSequenceClassification, PreTrainedTokenizerFast
 
-ROOT = Path(__file__).resolve().parent.parent
-MIRROR = Path(os.environ.get("GLUE_MIRROR", ROOT.parent / "shared" / "glue-mirror"))
-OUT = ROOT / "tests" / "golden"
+from golden_common import MIRROR, OUT, r6, weights_of
+
 VOCAB = 300
 MAX_LENGTH = 24
 SPECIAL = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
-
-
-def r6(t):
-    return [round(float(x), 6) for x in t.flatten().tolist()]
-
-
-def weights_of(folder):
-    """model.safetensors as JSON (the tests write it back out), and the file removed:
-    the repository holds no binary weights."""
-    from safetensors.numpy import load_file
-
-    path = folder / "model.safetensors"
-    tensors = load_file(str(path))
-    path.unlink()
-    return {k: {"shape": list(v.shape), "values": [float(x) for x in v.flatten().tolist()]}
-            for k, v in sorted(tensors.items())}
 
 
 def unigram_tokenizer(sentences):

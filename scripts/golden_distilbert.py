@@ -10,30 +10,12 @@ saved and must reproduce HF's numbers. Eval mode (no dropout), fp32, CPU.
 Run: .venv-ref/bin/python scripts/golden_distilbert.py
 """
 import json
-from pathlib import Path
 
 import torch
 import transformers
 from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
-ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "tests" / "golden"
-
-
-def r6(t):
-    return [round(float(x), 6) for x in t.flatten().tolist()]
-
-
-def weights_of(folder):
-    """model.safetensors as JSON (the tests write it back out), and the file removed:
-    the repository holds no binary weights."""
-    from safetensors.numpy import load_file
-
-    path = folder / "model.safetensors"
-    tensors = load_file(str(path))
-    path.unlink()
-    return {k: {"shape": list(v.shape), "values": [float(x) for x in v.flatten().tolist()]}
-            for k, v in sorted(tensors.items())}
+from golden_common import OUT, r6, weights_of
 
 
 def main():

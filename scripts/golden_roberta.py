@@ -13,8 +13,6 @@ one (hidden 16, 2 layers, the tokenizer's 300-token vocabulary). Eval mode, fp32
 Run: .venv-ref/bin/python scripts/golden_roberta.py
 """
 import json
-import os
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import torch
@@ -23,27 +21,10 @@ from tokenizers import ByteLevelBPETokenizer
 from tokenizers.processors import RobertaProcessing
 from transformers import AutoTokenizer, PreTrainedTokenizerFast, RobertaConfig, RobertaForSequenceClassification
 
-ROOT = Path(__file__).resolve().parent.parent
-MIRROR = Path(os.environ.get("GLUE_MIRROR", ROOT.parent / "shared" / "glue-mirror"))
-OUT = ROOT / "tests" / "golden"
+from golden_common import MIRROR, OUT, r6, weights_of
+
 VOCAB = 300
 MAX_LENGTH = 24
-
-
-def r6(t):
-    return [round(float(x), 6) for x in t.flatten().tolist()]
-
-
-def weights_of(folder):
-    """model.safetensors as JSON (the tests write it back out), and the file removed:
-    the repository holds no binary weights."""
-    from safetensors.numpy import load_file
-
-    path = folder / "model.safetensors"
-    tensors = load_file(str(path))
-    path.unlink()
-    return {k: {"shape": list(v.shape), "values": [float(x) for x in v.flatten().tolist()]}
-            for k, v in sorted(tensors.items())}
 
 
 def main():
