@@ -13,7 +13,7 @@ use crate::config::{Architecture, BertConfig};
 use crate::error::{io_error, BertError, Result};
 use crate::hub::ModelSource;
 use crate::lora::{LoraConfig, ADAPTER_PREFIX};
-use crate::model::{Layout, Precision, SequenceClassifier, SequenceClassifierOutput};
+use crate::model::{LastLayer, Layout, Precision, SequenceClassifier, SequenceClassifierOutput};
 
 /// Files copied next to the weights so a saved folder is a complete HF model folder.
 const TOKENIZER_FILES: &[&str] = &[
@@ -421,6 +421,12 @@ impl BertForSequenceClassification {
     /// Padding-free (default) or HF's padded layout; outputs at real tokens are equal.
     pub fn set_layout(&mut self, layout: Layout) {
         self.model.bert.set_layout(layout);
+    }
+
+    /// Every token in the last layer (default), or only the first, the one the head
+    /// reads (what training and evaluation use: same logits, less work).
+    pub fn set_last_layer(&mut self, last_layer: LastLayer) {
+        self.model.bert.set_last_layer(last_layer);
     }
 
     pub fn device(&self) -> Device {

@@ -4,7 +4,7 @@
 //! with a Unigram one), and tests/golden/<arch>.json its outputs
 //! (scripts/golden_distilbert.py, scripts/golden_roberta.py, scripts/golden_deberta.py).
 
-use bert_model::{Architecture, BertConfig, BertForSequenceClassification, Layout};
+use bert_model::{Architecture, BertConfig, BertForSequenceClassification, LastLayer, Layout};
 use glue_testkit::{golden, golden_model_dir, json_f64s, json_i64s};
 use std::path::Path;
 
@@ -34,7 +34,8 @@ fn matrix(v: &Value) -> Tensor {
     Tensor::from_slice(&rows.concat()).view([-1, width])
 }
 
-/// Logits, loss, hidden states and head gradients as HF computes them, both layouts.
+/// Logits, loss, hidden states and head gradients as HF computes them, both layouts,
+/// with the last layer over every token or over the first only.
 #[test]
 fn distilbert_matches_transformers() {
     matches_transformers(
@@ -94,8 +95,13 @@ fn matches_transformers(name: &str, architecture: Architecture, grads: &[(&str, 
     let mask = matrix(&g["attention_mask"]);
     let labels = Tensor::from_slice(&json_i64s(&g["labels"]));
     let mut model = model;
-    for layout in [Layout::Padded, Layout::PaddingFree] {
+    let modes = [Layout::Padded, Layout::PaddingFree]
+        .into_iter()
+        .flat_map(|l| [(l, LastLayer::AllTokens), (l, LastLayer::FirstToken)]);
+    for (layout, last_layer) in modes {
         model.set_layout(layout);
+        model.set_last_layer(last_layer);
+        let layout = format!("{layout:?}, {last_layer:?}");
         for (_, mut v) in model.vs.variables() {
             v.zero_grad();
         }
@@ -106,9 +112,17 @@ fn matches_transformers(name: &str, architecture: Architecture, grads: &[(&str, 
         let loss = out.loss.unwrap();
         loss.backward();
         let d_logits = max_abs_diff(&out.logits, &g["logits"]);
-        assert!(d_logits < 1e-5, "{layout:?}: logits differ by {d_logits}");
+        assert!(d_logits < 1e-5, "{layout}: logits differ by {d_logits}");
         let d_loss = (loss.double_value(&[]) - g["loss"].as_f64().unwrap()).abs();
-        assert!(d_loss < 1e-5, "{layout:?}: loss differs by {d_loss}");
+        assert!(d_loss < 1e-5, "{layout}: loss differs by {d_loss}");
+        let vars = model.vs.variables();
+        for (name, key) in grads {
+            let d = max_abs_diff(&vars[*name].grad(), g.pointer(key).unwrap());
+            assert!(d < 1e-5, "{layout}: {name} gradient differs by {d}");
+        }
+        if last_layer == LastLayer::FirstToken {
+            continue;
+        }
         let index = mask.flatten(0, -1).nonzero().squeeze_dim(1);
         let hidden = out
             .last_hidden_state
@@ -123,13 +137,8 @@ fn matches_transformers(name: &str, architecture: Architecture, grads: &[(&str, 
         let d_hidden = max_abs_diff(&hidden, &Value::Array(theirs));
         assert!(
             d_hidden < 1e-5,
-            "{layout:?}: hidden states differ by {d_hidden}"
+            "{layout}: hidden states differ by {d_hidden}"
         );
-        let vars = model.vs.variables();
-        for (name, key) in grads {
-            let d = max_abs_diff(&vars[*name].grad(), g.pointer(key).unwrap());
-            assert!(d < 1e-5, "{layout:?}: {name} gradient differs by {d}");
-        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Parity with HF transformers on real weights (all-MiniLM-L6-v2) and real GLUE rows:
 //! tests/golden/model.json is written by scripts/golden_model.py.
 
-use bert_model::{BertForSequenceClassification, Layout};
+use bert_model::{BertForSequenceClassification, LastLayer, Layout};
 use glue_data::{load_split, Collator, Preprocessor, Task};
 use glue_testkit::{mirror_dir, test_model_dir};
 use serde_json::Value;
@@ -147,9 +147,10 @@ fn classification_matches_hf_on_mrpc_and_sst2_in_both_layouts() {
     }
 }
 
-/// Training-mode layouts give the same gradients for every weight (dropout off).
+/// Training-mode layouts, and the last layer over the first token only, give the same
+/// logits, loss and gradient for every weight (dropout off).
 #[test]
-fn padding_free_layout_equals_padded_layout_in_loss_and_gradients() {
+fn computation_shortcuts_leave_loss_and_gradients_unchanged() {
     tch::set_num_threads(1);
     let g = golden();
     let mut model = model_with_head(&["not_equivalent", "equivalent"], &g["classification_head"]);
@@ -174,32 +175,30 @@ fn padding_free_layout_equals_padded_layout_in_loss_and_gradients() {
             .collect();
         (out.logits, loss, grads)
     };
-    let mut grads = Vec::new();
-    for layout in LAYOUTS {
+    model.set_layout(Layout::Padded);
+    let reference = logits_loss_and_grads(&model);
+    // (layout, last layer, packed rows rounded to 64 with dummy rows as on CUDA)
+    let variants = [
+        (Layout::PaddingFree, LastLayer::AllTokens, None),
+        (Layout::PaddingFree, LastLayer::AllTokens, Some(64)),
+        (Layout::Padded, LastLayer::FirstToken, None),
+        (Layout::PaddingFree, LastLayer::FirstToken, None),
+        (Layout::PaddingFree, LastLayer::FirstToken, Some(64)),
+    ];
+    for (layout, last_layer, rows) in variants {
+        let what = format!("{layout:?}, {last_layer:?}, rows rounded to {rows:?}");
         model.set_layout(layout);
-        grads.push(logits_loss_and_grads(&model));
-    }
-    // The CUDA rule (rows rounded up to 64 with dummy rows), run here on CPU.
-    model.model.bert.set_packed_row_multiple(Some(64));
-    grads.push(logits_loss_and_grads(&model));
-    let (padded, packed) = (&grads[0], &grads[1]);
-    let rounded = &grads[2];
-    assert!((&padded.0 - &rounded.0).abs().max().double_value(&[]) <= 1e-5);
-    for ((name, a), (_, b)) in padded.2.iter().zip(&rounded.2) {
-        let d = (a - b).abs().max().double_value(&[]);
-        assert!(
-            d <= 1e-5,
-            "gradient of {name} differs by {d:e} with dummy rows"
-        );
-    }
-    assert!((&padded.0 - &packed.0).abs().max().double_value(&[]) <= 1e-5);
-    assert!((&padded.1 - &packed.1).abs().double_value(&[]) <= 1e-5);
-    for ((name, a), (_, b)) in padded.2.iter().zip(&packed.2) {
-        let d = (a - b).abs().max().double_value(&[]);
-        assert!(
-            d <= 1e-5,
-            "gradient of {name} differs by {d:e} between layouts"
-        );
+        model.set_last_layer(last_layer);
+        model.model.bert.set_packed_row_multiple(rows);
+        let (logits, loss, grads) = logits_loss_and_grads(&model);
+        let d = (&reference.0 - &logits).abs().max().double_value(&[]);
+        assert!(d <= 1e-5, "{what}: logits differ by {d:e}");
+        let d = (&reference.1 - &loss).abs().double_value(&[]);
+        assert!(d <= 1e-5, "{what}: loss differs by {d:e}");
+        for ((name, a), (_, b)) in reference.2.iter().zip(&grads) {
+            let d = (a - b).abs().max().double_value(&[]);
+            assert!(d <= 1e-5, "{what}: gradient of {name} differs by {d:e}");
+        }
     }
 }
 

@@ -87,7 +87,8 @@ pub struct TrainingFlags {
     /// bfloat16 autocast with fp32 master weights (CUDA, or CPUs with AMX/AVX512-BF16).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     bf16: Option<bool>,
-    /// Compute over real tokens only (default true); false runs HF's padded layout.
+    /// Compute only what the outputs read: real tokens, and the first token in the last
+    /// layer (default true); false runs HF's computation (padded, every token).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     padding_free: Option<bool>,
     /// Deterministic kernels only, as HF's `full_determinism` (also on CUDA).
@@ -184,7 +185,8 @@ pub struct InferenceArgs {
     /// bfloat16 autocast, as HF `bf16_full_eval=False, bf16=True` evaluates.
     #[arg(long)]
     pub(crate) bf16: bool,
-    /// Compute over real tokens only (default true); false runs HF's padded layout.
+    /// Compute only what the outputs read: real tokens, and the first token in the last
+    /// layer (default true); false runs HF's computation (padded, every token).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub(crate) padding_free: bool,
 }
@@ -568,7 +570,9 @@ fn load_for(
     if inference.bf16 {
         model.set_precision(bert_model::Precision::Bf16)?;
     }
-    if !inference.padding_free {
+    if inference.padding_free {
+        model.set_last_layer(bert_model::LastLayer::FirstToken);
+    } else {
         model.set_layout(bert_model::Layout::Padded);
     }
     let want = task.spec().num_labels();

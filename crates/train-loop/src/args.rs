@@ -152,8 +152,9 @@ pub struct TrainingArgs {
     /// Forward passes under bfloat16 autocast with fp32 master weights (HF `bf16=True`).
     #[serde(default)]
     pub bf16: bool,
-    /// Run the encoder over real tokens only (same results, less work); `false` gives
-    /// HF's padded layout.
+    /// Compute only what the loss reads (same results, less work): real tokens only, and
+    /// in the last layer the first token only; `false` gives HF's computation (padded,
+    /// every token in every layer).
     #[serde(default = "d_true")]
     pub padding_free: bool,
     /// HF `full_determinism`: deterministic kernels only (`torch.use_deterministic_algorithms`,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use bert_model::{BertForSequenceClassification, Layout, Precision};
+use bert_model::{BertForSequenceClassification, LastLayer, Layout, Precision};
 use glue_data::sampler::{length_grouped_indices, shuffled_indices};
 
 use crate::distributed;
@@ -280,11 +280,13 @@ impl Trainer<'_> {
             Precision::Fp32
         })?;
         self.collator.pad_to_multiple_of = self.args.pad_to_multiple_of;
-        self.model.set_layout(if self.args.padding_free {
-            Layout::PaddingFree
+        let (layout, last_layer) = if self.args.padding_free {
+            (Layout::PaddingFree, LastLayer::FirstToken)
         } else {
-            Layout::Padded
-        });
+            (Layout::Padded, LastLayer::AllTokens)
+        };
+        self.model.set_layout(layout);
+        self.model.set_last_layer(last_layer);
         Ok(())
     }
 

@@ -91,8 +91,12 @@ fn lora_steps_and_adapter_weights_match_peft() {
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
         let scale = theirs.iter().map(|x| x.abs()).fold(0f32, f32::max);
-        eprintln!("{name}: max |diff| {worst:e} (values up to {scale:e})");
-        assert!(worst <= 1e-4 * scale.max(1e-3), "{name} differs by {worst}");
+        // HF's own spread (eager vs SDPA attention) is up to 5.6e-4 of the scale here:
+        // Adam turns fp32 noise in small gradients into lr-sized sign flips.
+        let spread = g["final_spread_eager_vs_sdpa"][name].as_f64().unwrap() as f32;
+        let bound = (1e-4 * scale.max(1e-3)).max(10.0 * spread);
+        eprintln!("{name}: max |diff| {worst:e} (values up to {scale:e}, bound {bound:e})");
+        assert!(worst <= bound, "{name} differs by {worst}");
     }
 
     // The adapter in PEFT's format; PEFT loads it onto the base and gets our logits.
