@@ -244,6 +244,48 @@ fn a_killed_rank_stops_the_other_with_a_clear_error() {
     );
 }
 
+/// One rank of `glue-cli args` at `port`; returns its exit code, stderr and run time.
+fn one_rank(rank: usize, port: u16, args: &[String]) -> (Option<i32>, String, Duration) {
+    let start = Instant::now();
+    let out = glue_cli()
+        .args(args)
+        .env("WORLD_SIZE", "2")
+        .env("RANK", rank.to_string())
+        .env("LOCAL_RANK", rank.to_string())
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", port.to_string())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code(), stderr, start.elapsed())
+}
+
+/// The rendezvous failing (the master's port taken by another program; no master
+/// listening) ends the rank with one line naming the address, within --ddp-timeout.
+#[test]
+fn a_busy_port_or_an_absent_master_gives_one_line_within_the_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut args = run_args(&test_model_dir(), &tmp.path().join("out"), 4, 5);
+    args.extend(["--ddp-timeout".into(), "5".into()]);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let absent = free_port();
+    for (what, rank, port) in [("busy port", 0, port), ("absent master", 1, absent)] {
+        let (code, stderr, took) = one_rank(rank, port, &args);
+        assert_eq!(code, Some(2), "{what}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{what}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "rank {rank} could not join the group at 127.0.0.1:{port}"
+            )),
+            "{what}: {stderr}"
+        );
+        assert!(took < Duration::from_secs(60), "{what}: took {took:?}");
+        assert!(!tmp.path().join("out").exists(), "{what}: wrote output");
+    }
+    drop(taken);
+}
+
 /// Both ranks killed after a checkpoint; resuming finishes with the weights of an
 /// uninterrupted 2-rank run, bit for bit. Resuming it with one process is refused.
 #[test]

@@ -32,6 +32,21 @@ struct Group {
   std::chrono::milliseconds timeout;
 };
 
+// c10d logs every failed connection attempt of a rendezvous at ERROR/WARNING level,
+// with a C++ backtrace, and then raises; the caller reports the exception in one line.
+// So c10's log level is FATAL while the group forms, unless the user chose a level
+// with TORCH_CPP_LOG_LEVEL (to see those messages).
+struct QuietRendezvous {
+  int saved = FLAGS_caffe2_log_level;
+  bool quiet = std::getenv("TORCH_CPP_LOG_LEVEL") == nullptr;
+  QuietRendezvous() {
+    if (quiet) FLAGS_caffe2_log_level = c10::GLOG_FATAL;
+  }
+  ~QuietRendezvous() {
+    if (quiet) FLAGS_caffe2_log_level = saved;
+  }
+};
+
 // Waits for a collective; c10d raises on a peer's failure or on the timeout.
 void finish(const c10::intrusive_ptr<c10d::Work>& work, const Group& group) {
   if (!work->wait(group.timeout)) {
@@ -66,6 +81,7 @@ char* glue_shim_pg_new_gloo(const char* host, int port, int rank, int world,
                             void** out) {
 #ifdef USE_C10D_GLOO
   return guarded([&] {
+    QuietRendezvous quiet;
     auto timeout = std::chrono::milliseconds(timeout_ms);
     c10d::TCPStoreOptions options;
     options.port = static_cast<std::uint16_t>(port);
