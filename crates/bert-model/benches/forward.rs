@@ -1,8 +1,9 @@
 //! Forward and forward+backward of the test model (all-MiniLM-L6-v2 + a classifier)
 //! on CPU at batch 16 x 64 tokens. `scripts/bench_model.py` runs HF transformers on the
-//! same shapes with the same thread count and prints the ratio.
+//! same shapes with the same thread count and prints the ratio. A second group times
+//! forward+backward with the last layer over every token and over the first only.
 
-use bert_model::BertForSequenceClassification;
+use bert_model::{BertForSequenceClassification, LastLayer};
 use criterion::{criterion_group, criterion_main, Criterion};
 use glue_testkit::test_model_dir;
 use tch::{Device, Kind, Tensor};
@@ -49,6 +50,44 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
+    group.finish();
+
+    // The last layer over every token vs the first only, on an MRPC-shaped batch of 8
+    // (real lengths 39-72, padded to 72), padding-free layout.
+    let lengths = [48i64, 61, 39, 72, 55, 44, 66, 52];
+    let mask = Tensor::stack(
+        &lengths
+            .iter()
+            .map(|&l| {
+                Tensor::arange(72, (Kind::Int64, Device::Cpu))
+                    .lt(l)
+                    .to_kind(Kind::Int64)
+            })
+            .collect::<Vec<_>>(),
+        0,
+    );
+    let ids = Tensor::randint_low(1000, 30000, [8, 72], (Kind::Int64, Device::Cpu)) * &mask;
+    let types = ids.zeros_like();
+    let labels = Tensor::randint(2, [8], (Kind::Int64, Device::Cpu));
+    let mut model = model;
+    let mut group = c.benchmark_group("minilm_b8_mrpc_lengths");
+    group.sample_size(20);
+    for last_layer in [LastLayer::AllTokens, LastLayer::FirstToken] {
+        model.set_last_layer(last_layer);
+        group.bench_function(format!("forward_backward_{last_layer:?}"), |b| {
+            b.iter(|| {
+                let loss = model
+                    .forward(&ids, &types, &mask, Some(&labels), true)
+                    .unwrap()
+                    .loss
+                    .unwrap();
+                loss.backward();
+                for (_, mut v) in model.vs.variables() {
+                    v.zero_grad();
+                }
+            })
+        });
+    }
     group.finish();
 }
 
