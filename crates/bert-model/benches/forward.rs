@@ -8,6 +8,25 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use glue_testkit::test_model_dir;
 use tch::{Device, Kind, Tensor};
 
+/// One training forward and backward; gradients zeroed after.
+fn forward_backward(
+    model: &BertForSequenceClassification,
+    ids: &Tensor,
+    types: &Tensor,
+    mask: &Tensor,
+    labels: &Tensor,
+) {
+    let loss = model
+        .forward(ids, types, mask, Some(labels), true)
+        .unwrap()
+        .loss
+        .unwrap();
+    loss.backward();
+    for (_, mut v) in model.vs.variables() {
+        v.zero_grad();
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let threads: i32 = std::env::var("BENCH_THREADS")
         .ok()
@@ -38,17 +57,7 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.bench_function("forward_backward", |b| {
-        b.iter(|| {
-            let loss = model
-                .forward(&ids, &types, &mask, Some(&labels), true)
-                .unwrap()
-                .loss
-                .unwrap();
-            loss.backward();
-            for (_, mut v) in model.vs.variables() {
-                v.zero_grad();
-            }
-        })
+        b.iter(|| forward_backward(&model, &ids, &types, &mask, &labels))
     });
     group.finish();
 
@@ -75,17 +84,7 @@ fn bench(c: &mut Criterion) {
     for last_layer in [LastLayer::AllTokens, LastLayer::FirstToken] {
         model.set_last_layer(last_layer);
         group.bench_function(format!("forward_backward_{last_layer:?}"), |b| {
-            b.iter(|| {
-                let loss = model
-                    .forward(&ids, &types, &mask, Some(&labels), true)
-                    .unwrap()
-                    .loss
-                    .unwrap();
-                loss.backward();
-                for (_, mut v) in model.vs.variables() {
-                    v.zero_grad();
-                }
-            })
+            b.iter(|| forward_backward(&model, &ids, &types, &mask, &labels))
         });
     }
     group.finish();
