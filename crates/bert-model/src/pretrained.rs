@@ -7,6 +7,7 @@ use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use safetensors::SafeTensors;
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::config::{Architecture, BertConfig};
@@ -115,17 +116,53 @@ fn normalize_key(key: &str, architecture: Architecture) -> Option<String> {
     }
 }
 
-fn read_weights(path: &Path) -> Result<Vec<(String, Tensor)>> {
-    let is_bin = path.extension().is_some_and(|e| e == "bin");
-    let result = if is_bin {
-        Tensor::loadz_multi(path)
-    } else {
-        Tensor::read_safetensors(path)
-    };
-    result.map_err(|e| BertError::Weights {
+fn weights_error(path: &Path, message: impl fmt::Display) -> BertError {
+    BertError::Weights {
         path: path.to_path_buf(),
-        message: e.to_string().lines().next().unwrap_or_default().to_string(),
-    })
+        message: message
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    }
+}
+
+/// Calls `visit` with every tensor of a checkpoint file, by name. A safetensors file
+/// is read once and each tensor handed over as a view of the file's bytes, so loading
+/// holds the model and the file, never a second copy of the weights (which the heap
+/// would keep after loading: RSS for the whole run).
+fn for_each_weight(
+    path: &Path,
+    mut visit: impl FnMut(String, &Tensor) -> Result<()>,
+) -> Result<()> {
+    if path.extension().is_some_and(|e| e == "bin") {
+        let tensors = Tensor::loadz_multi(path).map_err(|e| weights_error(path, e))?;
+        for (name, tensor) in tensors {
+            visit(name, &tensor)?;
+        }
+        return Ok(());
+    }
+    let bytes = fs::read(path).map_err(io_error(path))?;
+    let file = SafeTensors::deserialize(&bytes).map_err(|e| weights_error(path, e))?;
+    for (name, view) in file.tensors() {
+        let kind = Kind::try_from(view.dtype()).map_err(|e| weights_error(path, e))?;
+        let size: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        let mut strides = vec![1i64; size.len()];
+        for i in (0..size.len().saturating_sub(1)).rev() {
+            strides[i] = strides[i + 1] * size[i + 1];
+        }
+        // SAFETY: `deserialize` checked that the view's bytes cover `size` elements of
+        // `kind`; the tensor borrows `bytes`, which outlives it (dropped after `visit`,
+        // which copies out of it). Unaligned data is fine: the CPU copy kernels load
+        // unaligned.
+        let tensor = unsafe {
+            Tensor::f_from_blob(view.data().as_ptr(), &size, &strides, kind, Device::Cpu)
+        }
+        .map_err(|e| weights_error(path, e))?;
+        visit(name, &tensor)?;
+    }
+    Ok(())
 }
 
 impl BertForSequenceClassification {
@@ -354,12 +391,11 @@ impl BertForSequenceClassification {
     /// Copies checkpoint tensors into the model; unknown keys are reported, shape
     /// mismatches are errors.
     pub fn load_weights(&mut self, path: &Path) -> Result<LoadReport> {
-        let checkpoint = read_weights(path)?;
         let mut variables = self.vs.variables();
         let mut loaded = BTreeSet::new();
         let mut unused = Vec::new();
         let architecture = self.config.architecture;
-        for (key, tensor) in checkpoint {
+        for_each_weight(path, |key, tensor| {
             // PEFT adapter files prefix every key.
             let key = key
                 .strip_prefix(ADAPTER_PREFIX)
@@ -368,7 +404,7 @@ impl BertForSequenceClassification {
                 if PRETRAINING_HEADS.iter().any(|h| key.starts_with(h)) {
                     unused.push(key);
                 }
-                continue;
+                return Ok(());
             };
             let Some(var) = variables.get_mut(&name) else {
                 // DeBERTa-v3 checkpoints carry a position table their config does not
@@ -379,7 +415,7 @@ impl BertForSequenceClassification {
                 if !ignored {
                     unused.push(key);
                 }
-                continue;
+                return Ok(());
             };
             if var.size() != tensor.size() {
                 return Err(BertError::ShapeMismatch {
@@ -388,9 +424,11 @@ impl BertForSequenceClassification {
                     model: var.size(),
                 });
             }
-            tch::no_grad(|| var.copy_(&tensor.to_kind(var.kind())));
+            // `copy_` converts the dtype and moves to the device in one pass.
+            tch::no_grad(|| var.f_copy_(tensor)).map_err(|e| weights_error(path, e))?;
             loaded.insert(name);
-        }
+            Ok(())
+        })?;
         let newly_initialized = variables
             .keys()
             .filter(|k| !loaded.contains(*k))
