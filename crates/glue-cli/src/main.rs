@@ -2,6 +2,7 @@
 //! Thin by design: flags are parsed here, the work is done by the library crates.
 
 mod data_cmds;
+mod heap;
 mod output;
 mod parallel;
 mod plot;
@@ -55,20 +56,6 @@ pub struct DataArgs {
     pub data_dir: PathBuf,
 }
 
-/// glibc hands every freed block above its mmap threshold (at most 32 MiB) back to
-/// the kernel at once, so each training step page-faults its activations and
-/// gradients (the word-embedding gradient alone is 47 MB for MiniLM) in again: a full
-/// MRPC run took 45.7M minor faults and 96 s of system time. Keeping freed memory in
-/// the heap for reuse costs no peak memory; PyTorch's Python side gets the same
-/// effect from its caching of large blocks.
-fn keep_freed_memory() {
-    // SAFETY: mallopt only sets allocator parameters; called before any threads start.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_MAX, 0);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
-    }
-}
-
 /// `--version`: what this binary is and what it runs on. Written in one go, ignoring a
 /// closed pipe (`glue-cli --version | head -1`), where `println!` would panic.
 fn print_version() {
@@ -118,7 +105,7 @@ fn set_threads() {
 }
 
 fn main() -> ExitCode {
-    keep_freed_memory();
+    heap::keep_freed_memory();
     pin_mkl_code_path();
     set_threads();
     if std::env::args()

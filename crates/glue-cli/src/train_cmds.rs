@@ -11,6 +11,7 @@ use glue_data::{load_split, Collator, EncodedSplit, Preprocessor, Task};
 use serde_json::{Map, Value};
 use train_loop::{checkpoint, evaluate, EvalSet, Predictions, Trainer, TrainingArgs};
 
+use crate::heap::TrimHeap;
 use crate::output::write_atomically;
 use crate::plot::training_curves;
 use crate::report::CliReporter;
@@ -472,6 +473,7 @@ pub fn run(run: &RunArgs) -> Result<()> {
         })
         .collect::<Result<Vec<_>>>()?;
     drop(eval_raw);
+    let mut trim = TrimHeap::default();
     let mut reporter =
         CliReporter::new(args.per_device_train_batch_size * args.gradient_accumulation_steps);
     // The trainer sets the collator's pad_to_multiple_of from args.
@@ -485,8 +487,8 @@ pub fn run(run: &RunArgs) -> Result<()> {
         eval_sets,
         // Progress and logs on rank 0 only.
         callbacks: match main_process {
-            true => vec![&mut reporter],
-            false => vec![],
+            true => vec![&mut reporter, &mut trim],
+            false => vec![&mut trim],
         },
     };
     let out = trainer.train(resume.as_deref())?;

@@ -1,0 +1,47 @@
+//! How the process keeps and returns freed memory (glibc malloc).
+
+use train_loop::{Control, TrainerCallback, TrainerState};
+
+/// glibc hands every freed block above its mmap threshold (at most 32 MiB) back to
+/// the kernel at once, so each training step page-faults its activations and
+/// gradients (the word-embedding gradient alone is 47 MB for MiniLM) in again: a full
+/// MRPC run took 45.7M minor faults and 96 s of system time. Keeping freed memory in
+/// the heap for reuse avoids that; [`TrimHeap`] bounds what it costs in memory.
+pub fn keep_freed_memory() {
+    // SAFETY: mallopt only sets allocator parameters; called before any threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
+
+/// Hands the heap's free pages back to the kernel every `every` optimizer steps.
+///
+/// Batches differ in length, so the blocks freed by one step rarely fit the next
+/// step's tensors exactly; the heap fragments and its touched pages grow through a
+/// run (MRPC, MiniLM: peak RSS 736 MiB after 14 s, 921 MiB after one epoch, about
+/// 1000 MiB after three). `malloc_trim` returns the free pages of every free block
+/// (not only the heap's top), so RSS stays near what the steps actually use: 867 MiB
+/// after one epoch, with every 10 steps, and no measurable time cost (the pages the
+/// next steps touch again are a few hundred MB per 10 steps of ~0.4 s each).
+pub struct TrimHeap {
+    pub every: u64,
+}
+
+impl Default for TrimHeap {
+    fn default() -> Self {
+        TrimHeap { every: 10 }
+    }
+}
+
+impl TrainerCallback for TrimHeap {
+    fn on_step_end(&mut self, state: &TrainerState) -> Control {
+        if self.every > 0 && state.global_step.is_multiple_of(self.every) {
+            // SAFETY: malloc_trim only returns free pages; allocations are untouched.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
+        Control::default()
+    }
+}
