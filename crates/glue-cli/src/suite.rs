@@ -261,6 +261,14 @@ fn hms(seconds: f64) -> String {
 }
 
 pub fn suite(args: &SuiteArgs) -> Result<()> {
+    // Every rank would take the folder's lock and write the tables; one process runs
+    // the suite, and a data-parallel run is one `glue-cli run` under torchrun.
+    if train_loop::distributed::LaunchEnv::from_env()?.is_some() {
+        bail!(
+            "suite runs in one process, not under torchrun (WORLD_SIZE is set); start it \
+             without torchrun, or run each task with `torchrun ... glue-cli run --task T`"
+        );
+    }
     if args.training.seed.is_some() {
         bail!("suite takes --seeds (a list), not --seed");
     }
@@ -382,6 +390,7 @@ pub fn suite(args: &SuiteArgs) -> Result<()> {
                 resume_with_changed_args: false,
                 merge_lora: false,
                 ddp_timeout: 1800,
+                ddp_backend: None,
                 training,
             },
         });
@@ -580,6 +589,8 @@ fn write_submission(
                 max_seq_length,
                 bf16: saved["bf16"].as_bool().unwrap_or(false),
                 padding_free: true,
+                ddp_timeout: 1800,
+                ddp_backend: None,
             },
         };
         if let Err(e) = train_cmds::predict(&predict) {

@@ -153,8 +153,20 @@ pub struct RunArgs {
     /// wait for the other ranks before the run stops with an error (HF's `ddp_timeout`).
     #[arg(long, default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) ddp_timeout: u64,
+    /// Under torchrun: the c10d backend (HF's `ddp_backend`); default Gloo on CPU.
+    #[arg(long, value_enum)]
+    pub(crate) ddp_backend: Option<DdpBackend>,
     #[command(flatten)]
     pub(crate) training: TrainingFlags,
+}
+
+/// HF's `ddp_backend`: the c10d backend that joins the ranks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DdpBackend {
+    /// c10d Gloo over TCP; CUDA tensors pass through host memory.
+    Gloo,
+    /// c10d NCCL (CUDA); not bound in this build yet.
+    Nccl,
 }
 
 #[derive(Args)]
@@ -166,9 +178,6 @@ pub struct EvaluateArgs {
     split: Option<String>,
     #[command(flatten)]
     inference: InferenceArgs,
-    /// Under torchrun: seconds to wait for the other ranks (HF's `ddp_timeout`).
-    #[arg(long, default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..))]
-    ddp_timeout: u64,
 }
 
 /// How `evaluate` and `predict` run a fine-tuned model.
@@ -190,6 +199,12 @@ pub struct InferenceArgs {
     /// layer (default true); false runs HF's computation (padded, every token).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub(crate) padding_free: bool,
+    /// Under torchrun: seconds to wait for the other ranks (HF's `ddp_timeout`).
+    #[arg(long, default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) ddp_timeout: u64,
+    /// Under torchrun: the c10d backend (HF's `ddp_backend`); default Gloo on CPU.
+    #[arg(long, value_enum)]
+    pub(crate) ddp_backend: Option<DdpBackend>,
 }
 
 #[derive(Args)]
@@ -438,6 +453,7 @@ pub fn run(run: &RunArgs) -> Result<()> {
         // As HF's enable_full_determinism; cuBLAS reads it when CUDA starts, below.
         std::env::set_var("CUBLAS_WORKSPACE_CONFIG", ":4096:8");
     }
+    let device = rank_device(launch.as_ref(), &run.device, run.ddp_backend)?;
     // Before the model loads (a download, perhaps): one run per folder, and a folder
     // that cannot be written fails now, not after training.
     // Only rank 0 writes there (HF's `should_save`).
@@ -445,8 +461,6 @@ pub fn run(run: &RunArgs) -> Result<()> {
         true => Some(train_loop::OutputLock::acquire(&args.output_dir)?),
         false => None,
     };
-    let device = device(&run.device)?;
-    refuse_cuda_ranks(launch.as_ref(), device)?;
     tch::manual_seed(args.seed as i64);
     let (model, report) =
         BertForSequenceClassification::from_pretrained(&run.model, Some(spec.label_names), device)?;
@@ -594,17 +608,42 @@ fn join_ranks(timeout_s: u64) -> Result<Option<train_loop::distributed::LaunchEn
     )?)
 }
 
-fn refuse_cuda_ranks(
+/// This rank's device under torchrun: CUDA device `LOCAL_RANK`, as HF's
+/// `TrainingArguments` picks it. NCCL is not bound yet, so CUDA ranks need Gloo
+/// asked for by name: it is correct there but moves every gradient through host
+/// memory, which a user expecting NCCL's speed should choose knowingly.
+fn rank_device(
     launch: Option<&train_loop::distributed::LaunchEnv>,
-    device: tch::Device,
-) -> Result<()> {
-    if launch.is_some() && device.is_cuda() {
+    choice: &str,
+    backend: Option<DdpBackend>,
+) -> Result<tch::Device> {
+    let Some(launch) = launch else {
+        return device(choice);
+    };
+    if backend == Some(DdpBackend::Nccl) {
         bail!(
-            "data-parallel runs use CPU (c10d Gloo); NCCL for CUDA is not bound yet: add \
-             --device cpu, or start one process without torchrun"
+            "--ddp-backend nccl: NCCL is not bound in this build yet; use --ddp-backend gloo \
+             (on CUDA the gradients then pass through host memory)"
         );
     }
-    Ok(())
+    match (backend, device(choice)?) {
+        (None, tch::Device::Cuda(_)) => bail!(
+            "data-parallel on CUDA: NCCL is not bound yet; add --ddp-backend gloo (gradients \
+             averaged through host memory, slower than NCCL) or --device cpu"
+        ),
+        (Some(DdpBackend::Gloo), tch::Device::Cuda(_)) => {
+            let cards = tch::Cuda::device_count();
+            if launch.local_rank >= cards {
+                bail!(
+                    "LOCAL_RANK={} but this machine has {cards} CUDA device(s); start at most \
+                     {cards} process(es) per node (torchrun --nproc-per-node {cards})",
+                    launch.local_rank
+                );
+            }
+            Ok(tch::Device::Cuda(launch.local_rank as usize))
+        }
+        (_, device) => Ok(device),
+    }
 }
 
 pub fn evaluate_cmd(args: &EvaluateArgs) -> Result<()> {
@@ -618,9 +657,12 @@ pub fn evaluate_cmd(args: &EvaluateArgs) -> Result<()> {
         glue_data::load_split(&args.data.data_dir, task, split)?;
     }
     // Under torchrun the batches are shared out across the ranks; rank 0 prints.
-    let launch = join_ranks(args.ddp_timeout)?;
-    let device = device(&args.inference.device)?;
-    refuse_cuda_ranks(launch.as_ref(), device)?;
+    let launch = join_ranks(args.inference.ddp_timeout)?;
+    let device = rank_device(
+        launch.as_ref(),
+        &args.inference.device,
+        args.inference.ddp_backend,
+    )?;
     let model = load_for(task, &args.inference, device)?;
     let pre = preprocessor(&model, args.inference.max_seq_length)?;
     let collator = Collator::new(&pre);
@@ -680,12 +722,21 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
     for (t, s) in &jobs {
         glue_data::load_split(&args.data.data_dir, *t, s.split)?;
     }
-    let device = device(&args.inference.device)?;
+    // Under torchrun the batches are shared out across the ranks; rank 0 writes.
+    let launch = join_ranks(args.inference.ddp_timeout)?;
+    let device = rank_device(
+        launch.as_ref(),
+        &args.inference.device,
+        args.inference.ddp_backend,
+    )?;
+    let main_process = train_loop::distributed::is_main_process();
     let model = load_for(task, &args.inference, device)?;
     let pre = preprocessor(&model, args.inference.max_seq_length)?;
     let collator = Collator::new(&pre);
-    fs::create_dir_all(&args.output_dir)
-        .with_context(|| format!("cannot create {}", args.output_dir.display()))?;
+    if main_process {
+        fs::create_dir_all(&args.output_dir)
+            .with_context(|| format!("cannot create {}", args.output_dir.display()))?;
+    }
     for (t, submission) in jobs {
         let split = load_split(&args.data.data_dir, t, submission.split)?;
         let data = pre.encode_split(&split)?;
@@ -703,6 +754,9 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
             &collator,
             args.inference.batch_size as usize,
         )?;
+        if !main_process {
+            continue;
+        }
         let path = args.output_dir.join(submission.file_name);
         write_atomically(&path, |w| {
             writeln!(w, "index\tprediction")?;

@@ -146,7 +146,8 @@ fn scores(stdout: &[u8]) -> serde_json::Value {
 
 /// 2 ranks x batch 4 for 20 steps end with the weights of 1 process x batch 8
 /// (within 1e-5: the gradient average sums in another order); evaluating with 2
-/// ranks (batches shared out, logits gathered) gives exactly one process's metrics.
+/// ranks (batches shared out, logits gathered) gives exactly one process's metrics,
+/// and predicting with 2 ranks writes one process's leaderboard file.
 #[test]
 fn two_ranks_train_and_evaluate_like_one_process() {
     let tmp = tempfile::tempdir().unwrap();
@@ -203,6 +204,26 @@ fn two_ranks_train_and_evaluate_like_one_process() {
     let outputs = wait_all(spawn_ranks(2, &evaluate, tmp.path()), tmp.path());
     assert_eq!(scores(&outputs[0].stdout), scores(&single.stdout));
     assert!(outputs[1].stdout.is_empty());
+
+    // Test-split predictions likewise: the same leaderboard file, written by rank 0.
+    let predict = |out: &Path| -> Vec<String> {
+        let mut args = evaluate.clone();
+        args[0] = "predict".into();
+        args.extend(["--output-dir".into(), out.display().to_string()]);
+        args
+    };
+    let (alone, shared) = (tmp.path().join("alone"), tmp.path().join("shared"));
+    let single = glue_cli()
+        .args(predict(&alone))
+        .env("OMP_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    assert!(single.status.success());
+    let outputs = wait_all(spawn_ranks(2, &predict(&shared), tmp.path()), tmp.path());
+    assert!(outputs[1].stdout.is_empty());
+    let file = |dir: &Path| fs::read_to_string(dir.join("MRPC.tsv")).unwrap();
+    assert_eq!(file(&shared).lines().count(), 1726, "header and 1725 rows");
+    assert_eq!(file(&shared), file(&alone));
 }
 
 fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
@@ -284,6 +305,35 @@ fn a_busy_port_or_an_absent_master_gives_one_line_within_the_timeout() {
         assert!(!tmp.path().join("out").exists(), "{what}: wrote output");
     }
     drop(taken);
+}
+
+/// NCCL is not bound: asking for it under torchrun is one line, before anything is
+/// written; a lone process (no torchrun) ignores the flag, as HF does.
+#[test]
+fn the_unbound_nccl_backend_is_refused_with_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let mut args = run_args(&test_model_dir(), &out, 4, 2);
+    args.extend(["--ddp-backend".into(), "nccl".into()]);
+    let refused = glue_cli()
+        .args(&args)
+        .env("WORLD_SIZE", "1")
+        .env("RANK", "0")
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", free_port().to_string())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("NCCL is not bound") && stderr.contains("--ddp-backend gloo"));
+    assert!(!out.exists(), "wrote output");
+    let alone = glue_cli().args(&args).output().unwrap();
+    assert!(
+        alone.status.success(),
+        "{}",
+        String::from_utf8_lossy(&alone.stderr)
+    );
 }
 
 /// Both ranks killed after a checkpoint; resuming finishes with the weights of an

@@ -226,6 +226,24 @@ fn a_failing_run_is_reported_and_the_others_go_on() {
         .contains("adam-beta1"));
 }
 
+/// Under torchrun every rank would run the whole suite into one folder: one line instead.
+#[test]
+fn the_suite_refuses_to_run_under_torchrun() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("suite");
+    let o = suite(&out, &["--tasks", "rte"])
+        .env("WORLD_SIZE", "2")
+        .env("RANK", "0")
+        .env("MASTER_PORT", "29500")
+        .output()
+        .unwrap();
+    let log = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{log}");
+    assert_eq!(log.trim().lines().count(), 1, "{log}");
+    assert!(log.contains("not under torchrun"), "{log}");
+    assert!(!out.exists());
+}
+
 #[test]
 fn run_task_all_is_the_suite_and_says_when_nothing_can_run() {
     let tmp = tempfile::tempdir().unwrap();

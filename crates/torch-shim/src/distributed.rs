@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::{ffi, Result, TorchError};
 
@@ -89,20 +89,25 @@ impl ProcessGroup {
 
     /// `dist.all_reduce(tensor)` (sum), in place.
     pub fn all_reduce_sum(&self, tensor: &Tensor) -> Result<()> {
-        ffi::all_reduce_sum(&self.handle, tensor)
+        through_host(tensor, |t| ffi::all_reduce_sum(&self.handle, t))
     }
 
     /// `dist.broadcast(tensor, src=root)`, in place.
     pub fn broadcast(&self, tensor: &Tensor, root: i64) -> Result<()> {
-        ffi::broadcast(&self.handle, tensor, root)
+        through_host(tensor, |t| ffi::broadcast(&self.handle, t, root))
     }
 
-    /// `dist.all_gather`: every rank's `tensor` (same shape on all), in rank order.
+    /// `dist.all_gather`: every rank's `tensor` (same shape on all), in rank order,
+    /// on `tensor`'s device.
     pub fn all_gather(&self, tensor: &Tensor) -> Result<Vec<Tensor>> {
-        let outputs: Vec<Tensor> = (0..self.world_size).map(|_| tensor.empty_like()).collect();
+        let host = tensor.f_to(Device::Cpu)?.f_contiguous()?;
+        let outputs: Vec<Tensor> = (0..self.world_size).map(|_| host.empty_like()).collect();
         let refs: Vec<&Tensor> = outputs.iter().collect();
-        ffi::all_gather(&self.handle, &tensor.contiguous(), &refs)?;
-        Ok(outputs)
+        ffi::all_gather(&self.handle, &host, &refs)?;
+        outputs
+            .into_iter()
+            .map(|t| Ok(t.f_to(tensor.device())?))
+            .collect()
     }
 
     /// `dist.barrier()`.
@@ -116,6 +121,19 @@ impl ProcessGroup {
         self.all_reduce_sum(&t)?;
         Ok(t.double_value(&[]))
     }
+}
+
+/// Runs an in-place collective on `tensor`, through a host copy when it lives on a
+/// GPU: Gloo's transport is TCP, and this build binds no CUDA-aware backend (NCCL),
+/// so CUDA tensors take the path `torch.distributed`'s Gloo takes for them too.
+fn through_host(tensor: &Tensor, op: impl FnOnce(&Tensor) -> Result<()>) -> Result<()> {
+    if tensor.device() == Device::Cpu {
+        return op(tensor);
+    }
+    let host = tensor.f_to(Device::Cpu)?;
+    op(&host)?;
+    tensor.shallow_clone().f_copy_(&host)?;
+    Ok(())
 }
 
 fn is_loopback(host: &str) -> bool {

@@ -40,6 +40,12 @@ pub struct TorchError(pub String);
 
 pub type Result<T> = std::result::Result<T, TorchError>;
 
+impl From<tch::TchError> for TorchError {
+    fn from(e: tch::TchError) -> Self {
+        TorchError(e.to_string().lines().next().unwrap_or_default().to_string())
+    }
+}
+
 /// The libtorch version this crate was compiled against (`TORCH_VERSION`).
 pub fn torch_version() -> &'static str {
     ffi::torch_version()
