@@ -81,19 +81,20 @@ if [ "${DIAG:-0}" = 1 ]; then
 fi
 
 if [ "${DDP:-1}" = 1 ]; then
-  echo; echo "## data-parallel on $device: c10d Gloo, world size 1 (bert-base random, fp32, batch 8, 20 steps)"
+  echo; echo "## data-parallel on $device, world size 1 (bert-base random, fp32, batch 8, 20 steps, --full-determinism)"
   ddp_env="WORLD_SIZE=1 RANK=0 LOCAL_RANK=0 LOCAL_WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29517"
   ddp_common="--task mrpc --model $work/bert-base --data-dir $here/glue --device $device --max-steps 20 --eval-strategy no --save-strategy no --full-determinism"
-  timeout 60 env $ddp_env "$bin/glue-cli" run $ddp_common --output-dir "$work/ddp-default" > "$logs/ddp-default.log" 2>&1
-  echo "| no --ddp-backend | exit $? | $(tail -n 1 "$logs/ddp-default.log" | cut -c1-150) |"
-  timeout 100 "$bin/glue-cli" run $ddp_common --output-dir "$work/ddp-none" > "$logs/ddp-none.log" 2>&1 || echo "plain run FAILED (see log)"
-  timeout 100 env $ddp_env "$bin/glue-cli" run $ddp_common --ddp-backend gloo --output-dir "$work/ddp-gloo" > "$logs/ddp-gloo.log" 2>&1
-  echo "| --ddp-backend gloo | exit $? | $(grep -o 'train: .*samples/s' "$logs/ddp-gloo.log" | tail -n 1) |"
-  if cmp -s "$work/ddp-none/model.safetensors" "$work/ddp-gloo/model.safetensors"; then
-    echo "| gloo world size 1 vs plain run | identical weights |"
-  else
-    echo "| gloo world size 1 vs plain run | weights differ (or a run failed) |"
-  fi
+  timeout 100 "$bin/glue-cli" run $ddp_common --output-dir "$work/ddp-plain" > "$logs/ddp-plain.log" 2>&1 || echo "plain run FAILED (see log)"
+  echo "| backend | exit | train | weights vs the plain run |"
+  echo "|---|---|---|---|"
+  for backend in default gloo; do
+    flag=""; [ $backend = gloo ] && flag="--ddp-backend gloo"
+    timeout 100 env $ddp_env "$bin/glue-cli" run $ddp_common $flag --output-dir "$work/ddp-$backend" > "$logs/ddp-$backend.log" 2>&1
+    rc=$?
+    same="differ"; cmp -s "$work/ddp-plain/model.safetensors" "$work/ddp-$backend/model.safetensors" && same="identical"
+    echo "| $backend | $rc | $(grep -o 'train: .*samples/s' "$logs/ddp-$backend.log" | tail -n 1) | $same |"
+    [ $rc = 0 ] || tail -n 2 "$logs/ddp-$backend.log"
+  done
 fi 2>&1 | tee "$out/ddp.md"
 
 [ "${REPRO:-1}" = 1 ] || { tar -czf "$out/logs.tar.gz" -C "$work" logs; exit 0; }

@@ -1,4 +1,4 @@
-//! Compiles cpp/shim.cpp and cpp/distributed.cpp against the headers of the libtorch
+//! Compiles cpp/shim.cpp, cpp/distributed.cpp and cpp/nccl.cpp against the headers of the libtorch
 //! that torch-sys links (the torch wheel ships them), with torch-sys's own flags.
 //! c10d's Gloo process group also needs gloo's own headers, which the wheel lacks:
 //! GLUE_RS_GLOO_INCLUDE, else `.venv/gloo/usr/include` (written by `cargo xtask
@@ -21,6 +21,7 @@ fn gloo_include() -> Option<PathBuf> {
 fn main() {
     println!("cargo:rerun-if-changed=cpp/shim.cpp");
     println!("cargo:rerun-if-changed=cpp/distributed.cpp");
+    println!("cargo:rerun-if-changed=cpp/nccl.cpp");
     println!("cargo:rerun-if-changed=cpp/guarded.hpp");
     // torch-sys (`links = "tch"`) exports its libtorch lib folder to direct dependents.
     let lib = PathBuf::from(
@@ -39,7 +40,8 @@ fn main() {
         .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
         .flag("-DGLOG_USE_GLOG_EXPORT")
         .file("cpp/shim.cpp")
-        .file("cpp/distributed.cpp");
+        .file("cpp/distributed.cpp")
+        .file("cpp/nccl.cpp");
     if let Some(gloo) = gloo_include() {
         build.include(gloo).define("USE_C10D_GLOO", None);
     } else {
@@ -52,6 +54,8 @@ fn main() {
     println!("cargo:rustc-link-search=native={}", lib.display());
     println!("cargo:rustc-link-lib=dylib=torch_cpu");
     println!("cargo:rustc-link-lib=dylib=c10");
+    // cpp/nccl.cpp opens libnccl.so.2 at run time (dlopen).
+    println!("cargo:rustc-link-lib=dylib=dl");
     // Absolute, beside the workspace's relative rpaths: doctests run from a temp folder.
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
     // For direct dependents' build scripts (DEP_GLUE_RS_TORCH_SHIM_LIBTORCH_LIB): the

@@ -153,19 +153,19 @@ pub struct RunArgs {
     /// wait for the other ranks before the run stops with an error (HF's `ddp_timeout`).
     #[arg(long, default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) ddp_timeout: u64,
-    /// Under torchrun: the c10d backend (HF's `ddp_backend`); default Gloo on CPU.
+    /// Under torchrun: the backend (HF's `ddp_backend`); default NCCL on CUDA, Gloo on CPU.
     #[arg(long, value_enum)]
     pub(crate) ddp_backend: Option<DdpBackend>,
     #[command(flatten)]
     pub(crate) training: TrainingFlags,
 }
 
-/// HF's `ddp_backend`: the c10d backend that joins the ranks.
+/// HF's `ddp_backend`: what averages the gradients across ranks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DdpBackend {
-    /// c10d Gloo over TCP; CUDA tensors pass through host memory.
+    /// c10d Gloo over TCP (the default on CPU); CUDA tensors pass through host memory.
     Gloo,
-    /// c10d NCCL (CUDA); not bound in this build yet.
+    /// NCCL (the default on CUDA), from the libnccl.so.2 that CUDA builds of torch ship.
     Nccl,
 }
 
@@ -202,7 +202,7 @@ pub struct InferenceArgs {
     /// Under torchrun: seconds to wait for the other ranks (HF's `ddp_timeout`).
     #[arg(long, default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) ddp_timeout: u64,
-    /// Under torchrun: the c10d backend (HF's `ddp_backend`); default Gloo on CPU.
+    /// Under torchrun: the backend (HF's `ddp_backend`); default NCCL on CUDA, Gloo on CPU.
     #[arg(long, value_enum)]
     pub(crate) ddp_backend: Option<DdpBackend>,
 }
@@ -608,10 +608,9 @@ fn join_ranks(timeout_s: u64) -> Result<Option<train_loop::distributed::LaunchEn
     )?)
 }
 
-/// This rank's device under torchrun: CUDA device `LOCAL_RANK`, as HF's
-/// `TrainingArguments` picks it. NCCL is not bound yet, so CUDA ranks need Gloo
-/// asked for by name: it is correct there but moves every gradient through host
-/// memory, which a user expecting NCCL's speed should choose knowingly.
+/// This rank's device under torchrun, and its backend, as HF's `TrainingArguments`
+/// picks them: on CUDA, device `LOCAL_RANK` and NCCL for the tensors there (Gloo when
+/// asked for, through host memory: correct, slower); on CPU, Gloo.
 fn rank_device(
     launch: Option<&train_loop::distributed::LaunchEnv>,
     choice: &str,
@@ -620,18 +619,13 @@ fn rank_device(
     let Some(launch) = launch else {
         return device(choice);
     };
-    if backend == Some(DdpBackend::Nccl) {
-        bail!(
-            "--ddp-backend nccl: NCCL is not bound in this build yet; use --ddp-backend gloo \
-             (on CUDA the gradients then pass through host memory)"
-        );
+    let cpu_only =
+        choice.parse::<DeviceChoice>()? == DeviceChoice::Cpu || !tch::Cuda::is_available();
+    if backend == Some(DdpBackend::Nccl) && cpu_only {
+        bail!("--ddp-backend nccl needs CUDA devices; on CPU use --ddp-backend gloo (the default)");
     }
-    match (backend, device(choice)?) {
-        (None, tch::Device::Cuda(_)) => bail!(
-            "data-parallel on CUDA: NCCL is not bound yet; add --ddp-backend gloo (gradients \
-             averaged through host memory, slower than NCCL) or --device cpu"
-        ),
-        (Some(DdpBackend::Gloo), tch::Device::Cuda(_)) => {
+    match device(choice)? {
+        tch::Device::Cuda(_) => {
             let cards = tch::Cuda::device_count();
             if launch.local_rank >= cards {
                 bail!(
@@ -640,9 +634,13 @@ fn rank_device(
                     launch.local_rank
                 );
             }
-            Ok(tch::Device::Cuda(launch.local_rank as usize))
+            let index = launch.local_rank as usize;
+            if backend != Some(DdpBackend::Gloo) {
+                train_loop::distributed::use_nccl(index)?;
+            }
+            Ok(tch::Device::Cuda(index))
         }
-        (_, device) => Ok(device),
+        device => Ok(device),
     }
 }
 

@@ -307,10 +307,10 @@ fn a_busy_port_or_an_absent_master_gives_one_line_within_the_timeout() {
     drop(taken);
 }
 
-/// NCCL is not bound: asking for it under torchrun is one line, before anything is
-/// written; a lone process (no torchrun) ignores the flag, as HF does.
+/// NCCL on a CPU run under torchrun is one line, before anything is written; a lone
+/// process (no torchrun) ignores the flag, as HF does.
 #[test]
-fn the_unbound_nccl_backend_is_refused_with_one_line() {
+fn nccl_on_cpu_is_refused_with_one_line() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let mut args = run_args(&test_model_dir(), &out, 4, 2);
@@ -326,7 +326,7 @@ fn the_unbound_nccl_backend_is_refused_with_one_line() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(2), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("NCCL is not bound") && stderr.contains("--ddp-backend gloo"));
+    assert!(stderr.contains("nccl needs CUDA") && stderr.contains("--ddp-backend gloo"));
     assert!(!out.exists(), "wrote output");
     let alone = glue_cli().args(&args).output().unwrap();
     assert!(

@@ -1,7 +1,9 @@
 //! PyTorch's own c10d for data-parallel training: a `TCPStore` rendezvous and a
 //! `ProcessGroupGloo` (CPU), as `torch.distributed.init_process_group("gloo")` makes
-//! them, with the collectives DDP uses.
+//! them, with the collectives DDP uses; on CUDA, an NCCL communicator beside it
+//! ([`ProcessGroup::use_nccl`]) for the tensors on the GPU.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use tch::{Device, Kind, Tensor};
@@ -28,11 +30,22 @@ pub struct GroupConfig {
     pub timeout: Duration,
 }
 
-/// One rank's membership of a Gloo process group.
+/// One rank's membership of a Gloo process group (and of an NCCL communicator,
+/// once [`ProcessGroup::use_nccl`] made one).
 pub struct ProcessGroup {
     handle: ffi::GroupHandle,
+    nccl: OnceLock<ffi::NcclHandle>,
     rank: i64,
     world_size: i64,
+    timeout: Duration,
+}
+
+/// NCCL's version as `major.minor.patch`; fails when libnccl.so.2 cannot be loaded
+/// (it comes with CUDA builds of torch).
+pub fn nccl_version() -> Result<String> {
+    let v = ffi::nccl_version()?;
+    // NCCL >= 2.9 encodes major * 10000 + minor * 100 + patch.
+    Ok(format!("{}.{}.{}", v / 10000, v / 100 % 100, v % 100))
 }
 
 impl std::fmt::Debug for ProcessGroup {
@@ -74,9 +87,40 @@ impl ProcessGroup {
         })?;
         Ok(ProcessGroup {
             handle,
+            nccl: OnceLock::new(),
             rank: config.rank,
             world_size: config.world_size,
+            timeout: config.timeout,
         })
+    }
+
+    /// Joins an NCCL communicator on CUDA device `device` (DDP's "nccl" backend):
+    /// rank 0's `ncclUniqueId` reaches the others over Gloo. From then on, collectives
+    /// on CUDA tensors run on NCCL, on PyTorch's current stream; CPU tensors stay on
+    /// Gloo. A collective that does not finish within the group's timeout aborts the
+    /// communicator and fails.
+    pub fn use_nccl(&self, device: usize) -> Result<()> {
+        if self.nccl.get().is_some() {
+            return Ok(());
+        }
+        let id = if self.rank == 0 {
+            ffi::nccl_unique_id()?
+        } else {
+            [0u8; ffi::NCCL_ID_BYTES]
+        };
+        let shared = Tensor::f_from_slice(&id)?;
+        ffi::broadcast(&self.handle, &shared, 0)?;
+        let mut id = [0u8; ffi::NCCL_ID_BYTES];
+        shared.f_copy_data_u8(&mut id, ffi::NCCL_ID_BYTES)?;
+        let timeout_ms = self.timeout.as_millis().min(i64::MAX as u128) as i64;
+        let comm = ffi::nccl_comm(&id, self.rank, self.world_size, device, timeout_ms)?;
+        let _ = self.nccl.set(comm);
+        Ok(())
+    }
+
+    /// Whether [`ProcessGroup::use_nccl`] made a communicator.
+    pub fn has_nccl(&self) -> bool {
+        self.nccl.get().is_some()
     }
 
     pub fn rank(&self) -> i64 {
@@ -89,12 +133,23 @@ impl ProcessGroup {
 
     /// `dist.all_reduce(tensor)` (sum), in place.
     pub fn all_reduce_sum(&self, tensor: &Tensor) -> Result<()> {
-        through_host(tensor, |t| ffi::all_reduce_sum(&self.handle, t))
+        match self.nccl_for(tensor) {
+            Some(comm) => ffi::nccl_all_reduce_sum(comm, tensor),
+            None => through_host(tensor, |t| ffi::all_reduce_sum(&self.handle, t)),
+        }
     }
 
     /// `dist.broadcast(tensor, src=root)`, in place.
     pub fn broadcast(&self, tensor: &Tensor, root: i64) -> Result<()> {
-        through_host(tensor, |t| ffi::broadcast(&self.handle, t, root))
+        match self.nccl_for(tensor) {
+            Some(comm) => ffi::nccl_broadcast(comm, tensor, root),
+            None => through_host(tensor, |t| ffi::broadcast(&self.handle, t, root)),
+        }
+    }
+
+    /// The NCCL communicator, for a CUDA tensor when there is one.
+    fn nccl_for(&self, tensor: &Tensor) -> Option<&ffi::NcclHandle> {
+        self.nccl.get().filter(|_| tensor.device().is_cuda())
     }
 
     /// `dist.all_gather`: every rank's `tensor` (same shape on all), in rank order,
@@ -123,9 +178,8 @@ impl ProcessGroup {
     }
 }
 
-/// Runs an in-place collective on `tensor`, through a host copy when it lives on a
-/// GPU: Gloo's transport is TCP, and this build binds no CUDA-aware backend (NCCL),
-/// so CUDA tensors take the path `torch.distributed`'s Gloo takes for them too.
+/// Runs an in-place Gloo collective on `tensor`, through a host copy when it lives
+/// on a GPU (Gloo's transport is TCP; NCCL, when joined, takes CUDA tensors instead).
 fn through_host(tensor: &Tensor, op: impl FnOnce(&Tensor) -> Result<()>) -> Result<()> {
     if tensor.device() == Device::Cpu {
         return op(tensor);
@@ -194,6 +248,25 @@ mod tests {
             assert_eq!(sum, [3.0, 6.0]);
             assert_eq!(broadcast, 1.0);
             assert_eq!(gathered, [0, 1]);
+        }
+    }
+
+    /// Off CUDA builds of torch NCCL is absent, and says where it comes from; with
+    /// it (`LD_LIBRARY_PATH` holding the nvidia-nccl wheel's lib folder), a rank-0
+    /// id can be drawn without a GPU.
+    #[test]
+    fn nccl_loads_or_says_where_it_comes_from() {
+        match nccl_version() {
+            Ok(version) => {
+                eprintln!("NCCL {version}");
+                assert!(version.starts_with("2."), "{version}");
+                let id = ffi::nccl_unique_id().unwrap();
+                assert!(id.iter().any(|&b| b != 0));
+            }
+            Err(e) => assert!(
+                e.0.contains("NCCL could not be loaded") && e.0.contains("nvidia-nccl"),
+                "{e}"
+            ),
         }
     }
 }

@@ -70,6 +70,23 @@ extern "C" {
         n: usize,
     ) -> *mut c_char;
     fn glue_shim_pg_barrier(handle: *mut c_void) -> *mut c_char;
+    fn glue_shim_nccl_version(out: *mut c_int) -> *mut c_char;
+    fn glue_shim_nccl_unique_id(out: *mut u8) -> *mut c_char;
+    fn glue_shim_nccl_comm_new(
+        id: *const u8,
+        rank: c_int,
+        world: c_int,
+        device: c_int,
+        timeout_ms: c_longlong,
+        out: *mut *mut c_void,
+    ) -> *mut c_char;
+    fn glue_shim_nccl_comm_free(handle: *mut c_void);
+    fn glue_shim_nccl_all_reduce_sum(handle: *mut c_void, tensor: *mut AtTensor) -> *mut c_char;
+    fn glue_shim_nccl_broadcast(
+        handle: *mut c_void,
+        tensor: *mut AtTensor,
+        root: c_int,
+    ) -> *mut c_char;
 }
 
 /// Turns the shim's error convention (null, or a malloc'ed message) into a Result.
@@ -314,4 +331,71 @@ pub fn all_gather(
 pub fn barrier(group: &GroupHandle) -> Result<(), TorchError> {
     // SAFETY: a live group.
     check(unsafe { glue_shim_pg_barrier(group.0) })
+}
+
+/// NCCL's version (e.g. 22703 for 2.27.3); fails when libnccl.so.2 cannot be loaded.
+pub fn nccl_version() -> Result<i32, TorchError> {
+    let mut version: c_int = 0;
+    // SAFETY: an out-pointer alive for the call.
+    check(unsafe { glue_shim_nccl_version(&mut version) })?;
+    Ok(version)
+}
+
+/// Bytes of an `ncclUniqueId`.
+pub const NCCL_ID_BYTES: usize = 128;
+
+pub fn nccl_unique_id() -> Result<[u8; NCCL_ID_BYTES], TorchError> {
+    let mut id = [0u8; NCCL_ID_BYTES];
+    // SAFETY: a buffer of the 128 bytes the shim writes.
+    check(unsafe { glue_shim_nccl_unique_id(id.as_mut_ptr()) })?;
+    Ok(id)
+}
+
+/// An NCCL communicator owned by the shim, destroyed on drop.
+pub struct NcclHandle(*mut c_void);
+
+// SAFETY: as GroupHandle; NCCL communicators are used from one thread at a time here
+// (the training loop), and freed once, by Drop.
+unsafe impl Send for NcclHandle {}
+unsafe impl Sync for NcclHandle {}
+
+impl Drop for NcclHandle {
+    fn drop(&mut self) {
+        // SAFETY: a live handle from glue_shim_nccl_comm_new, freed once.
+        unsafe { glue_shim_nccl_comm_free(self.0) }
+    }
+}
+
+pub fn nccl_comm(
+    id: &[u8; NCCL_ID_BYTES],
+    rank: i64,
+    world_size: i64,
+    device: usize,
+    timeout_ms: i64,
+) -> Result<NcclHandle, TorchError> {
+    let mut out: *mut c_void = std::ptr::null_mut();
+    // SAFETY: 128 id bytes and an out-pointer, alive for the call.
+    check(unsafe {
+        glue_shim_nccl_comm_new(
+            id.as_ptr(),
+            rank as c_int,
+            world_size as c_int,
+            device as c_int,
+            timeout_ms,
+            &mut out,
+        )
+    })?;
+    Ok(NcclHandle(out))
+}
+
+pub fn nccl_all_reduce_sum(comm: &NcclHandle, tensor: &Tensor) -> Result<(), TorchError> {
+    // SAFETY: a live communicator and a live tensor handle, borrowed for the call.
+    check(unsafe { glue_shim_nccl_all_reduce_sum(comm.0, tensor.as_ptr() as *mut AtTensor) })
+}
+
+pub fn nccl_broadcast(comm: &NcclHandle, tensor: &Tensor, root: i64) -> Result<(), TorchError> {
+    // SAFETY: as nccl_all_reduce_sum.
+    check(unsafe {
+        glue_shim_nccl_broadcast(comm.0, tensor.as_ptr() as *mut AtTensor, root as c_int)
+    })
 }

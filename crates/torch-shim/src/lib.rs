@@ -10,7 +10,9 @@
 //!   (tch's own `autocast` is CUDA-only and fp16);
 //! - [`set_deterministic`], as `torch.use_deterministic_algorithms`;
 //! - [`distributed::ProcessGroup`], c10d's TCPStore rendezvous and Gloo process group
-//!   (CPU data parallelism, as `torch.distributed` with the `gloo` backend).
+//!   (CPU data parallelism, as `torch.distributed` with the `gloo` backend), with an
+//!   NCCL communicator for CUDA tensors (`cpp/nccl.cpp`: NCCL's C API, from the
+//!   `libnccl.so.2` CUDA builds of torch load, opened at run time).
 //!
 //! Every call returns a [`TorchError`] instead of letting a C++ exception through.
 //!

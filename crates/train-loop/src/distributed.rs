@@ -117,6 +117,22 @@ pub fn init_from_env(timeout: Duration) -> Result<Option<LaunchEnv>> {
     Ok(Some(env))
 }
 
+/// Makes CUDA collectives run on NCCL, on CUDA device `device` (DDP's "nccl"
+/// backend); the group's Gloo side stays for CPU tensors.
+pub fn use_nccl(device: usize) -> Result<()> {
+    let Some(group) = group() else {
+        return Ok(());
+    };
+    group.use_nccl(device).map_err(|e| {
+        TrainError::Distributed(format!(
+            "rank {} could not start NCCL on cuda:{device}: {} (--ddp-backend gloo averages \
+             through host memory instead)",
+            group.rank(),
+            e.0
+        ))
+    })
+}
+
 /// The process group, once [`init_from_env`] joined one.
 pub fn group() -> Option<&'static ProcessGroup> {
     GROUP.get()
