@@ -417,3 +417,89 @@ fn torchrun_starts_a_two_rank_run() {
     );
     assert_eq!(text.matches("final evaluation").count(), 1, "{text}");
 }
+
+/// This machine's first IPv4 address that is not loopback (`hostname -I`), if any.
+fn non_loopback_ipv4() -> Option<String> {
+    let out = Command::new("hostname").arg("-I").output().ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .find(|a| {
+            a.parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| !ip.is_loopback())
+        })
+        .map(str::to_string)
+}
+
+/// Two torchrun agents as two nodes of one process each (`--nnodes 2 --node-rank`),
+/// meeting at this machine's network address rather than loopback, as two machines
+/// would: the same weights, bit for bit, as one node with two processes.
+#[test]
+fn two_torchrun_nodes_train_like_one_node_with_two_processes() {
+    let torchrun = glue_testkit::workspace_root().join(".venv/bin/torchrun");
+    let Some(address) = non_loopback_ipv4() else {
+        eprintln!("\n*** SKIPPED: no non-loopback IPv4 address (hostname -I) ***\n");
+        return;
+    };
+    if !torchrun.is_file() {
+        eprintln!("\n*** SKIPPED: .venv/bin/torchrun is missing (cargo xtask setup) ***\n");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let launch = |torchrun_args: &[String], out: &Path| {
+        Command::new(&torchrun)
+            .args(torchrun_args)
+            .args(["--no-python", env!("CARGO_BIN_EXE_glue-cli")])
+            .args(run_args(&test_model_dir(), out, 4, 6))
+            .env_remove("HF_HUB_OFFLINE")
+            .env("OMP_NUM_THREADS", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let port = free_port().to_string();
+    let nodes: Vec<Child> = (0..2)
+        .map(|node| {
+            let args: Vec<String> = [
+                "--nnodes",
+                "2",
+                "--node-rank",
+                &node.to_string(),
+                "--nproc-per-node",
+                "1",
+                "--master-addr",
+                &address,
+                "--master-port",
+                &port,
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            launch(&args, &tmp.path().join(format!("node{node}")))
+        })
+        .collect();
+    for (node, child) in nodes.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "node {node}:\n{log}");
+    }
+    assert!(!tmp.path().join("node1").exists(), "only rank 0 writes");
+    let one_node = tmp.path().join("one-node");
+    let args: Vec<String> = [
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        &free_port().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let out = launch(&args, &one_node).wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let diff = max_weight_diff(&tmp.path().join("node0"), &one_node);
+    assert_eq!(diff, 0.0, "2 nodes x 1 process vs 1 node x 2 processes");
+}
