@@ -5,7 +5,7 @@
 // the CUDA headers, so NCCL's C API (stable since 2.0) is declared here and the
 // library is opened at run time: on a CUDA build of torch, libtorch_cuda.so has
 // already loaded libnccl.so.2 (the wheel's nvidia-nccl package), and dlopen finds
-// it by name. Devices and streams go through c10's device-guard interface, which
+// it by name; else the nvidia-nccl wheel's copy beside the torch wheel is tried. Devices and streams go through c10's device-guard interface, which
 // libc10_cuda registers, so no CUDA runtime header is needed either.
 //
 // NCCL collectives do not time out by themselves: after enqueuing one, the caller
@@ -61,10 +61,28 @@ void bind(void* lib, const char* name, F& out) {
   out = reinterpret_cast<F>(symbol);
 }
 
+// The nvidia-nccl wheel's copy beside the torch wheel (site-packages/nvidia/nccl/lib),
+// for a libtorch that has not loaded NCCL itself: found from libtorch_cpu's own path.
+std::string wheel_nccl() {
+  Dl_info info{};
+  if (dladdr(reinterpret_cast<void*>(&at::globalContext), &info) == 0 ||
+      info.dli_fname == nullptr) {
+    return "";
+  }
+  std::string lib(info.dli_fname);  // .../site-packages/torch/lib/libtorch_cpu.so
+  auto slash = lib.rfind('/');
+  if (slash == std::string::npos) return "";
+  return lib.substr(0, slash) + "/../../nvidia/nccl/lib/libnccl.so.2";
+}
+
 // Opened once; later calls see the same result (or the same error).
 const Nccl& nccl() {
   static const Nccl api = [] {
     void* lib = dlopen("libnccl.so.2", RTLD_NOW | RTLD_GLOBAL);
+    if (lib == nullptr) {
+      std::string beside = wheel_nccl();
+      if (!beside.empty()) lib = dlopen(beside.c_str(), RTLD_NOW | RTLD_GLOBAL);
+    }
     if (lib == nullptr) {
       const char* why = dlerror();
       throw std::runtime_error(
