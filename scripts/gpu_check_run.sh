@@ -15,6 +15,7 @@ logs="$work/logs"; mkdir -p "$logs"
 bin="$work/bin"; mkdir -p "$bin"
 for b in glue-cli gpu_check; do gunzip -c "$here/$b.gz" > "$bin/$b" && chmod +x "$bin/$b"; done
 nvidia-smi -L || true
+"$bin/glue-cli" --version || true
 echo "## correctness"
 timeout 120 "$bin/gpu_check" check "$here" 2>&1 | tee "$out/correctness.md"
 

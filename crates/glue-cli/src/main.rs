@@ -61,7 +61,13 @@ pub struct DataArgs {
 fn print_version() {
     use std::io::Write;
     let cuda = match bert_model::select_device(bert_model::DeviceChoice::Auto) {
-        Ok((tch::Device::Cuda(_), _)) => format!("{} CUDA device(s)", tch::Cuda::device_count()),
+        Ok((tch::Device::Cuda(_), _)) => format!(
+            "{} CUDA device(s), {}",
+            tch::Cuda::device_count(),
+            // What data-parallel CUDA runs will use (or why they cannot).
+            torch_shim::distributed::nccl_version()
+                .map_or_else(|e| format!("no NCCL ({})", e.0), |v| format!("NCCL {v}"))
+        ),
         _ => "no CUDA device".to_string(),
     };
     let text = format!(
