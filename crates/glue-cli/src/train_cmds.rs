@@ -644,6 +644,20 @@ fn rank_device(
     }
 }
 
+/// What `evaluate` and `predict` run: the model on its device, its tokenizer and
+/// collator; under torchrun, after joining the other ranks.
+fn load_for_inference(
+    task: Task,
+    args: &InferenceArgs,
+) -> Result<(BertForSequenceClassification, Preprocessor, Collator)> {
+    let launch = join_ranks(args.ddp_timeout)?;
+    let device = rank_device(launch.as_ref(), &args.device, args.ddp_backend)?;
+    let model = load_for(task, args, device)?;
+    let pre = preprocessor(&model, args.max_seq_length)?;
+    let collator = Collator::new(&pre);
+    Ok((model, pre, collator))
+}
+
 pub fn evaluate_cmd(args: &EvaluateArgs) -> Result<()> {
     let task: Task = args.data.task.parse()?;
     let spec = task.spec();
@@ -655,15 +669,7 @@ pub fn evaluate_cmd(args: &EvaluateArgs) -> Result<()> {
         glue_data::load_split(&args.data.data_dir, task, split)?;
     }
     // Under torchrun the batches are shared out across the ranks; rank 0 prints.
-    let launch = join_ranks(args.inference.ddp_timeout)?;
-    let device = rank_device(
-        launch.as_ref(),
-        &args.inference.device,
-        args.inference.ddp_backend,
-    )?;
-    let model = load_for(task, &args.inference, device)?;
-    let pre = preprocessor(&model, args.inference.max_seq_length)?;
-    let collator = Collator::new(&pre);
+    let (model, pre, collator) = load_for_inference(task, &args.inference)?;
     let mut results = Map::new();
     for split in &splits {
         let data = encode(&pre, &args.data.data_dir, task, split)?;
@@ -721,16 +727,8 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
         glue_data::load_split(&args.data.data_dir, *t, s.split)?;
     }
     // Under torchrun the batches are shared out across the ranks; rank 0 writes.
-    let launch = join_ranks(args.inference.ddp_timeout)?;
-    let device = rank_device(
-        launch.as_ref(),
-        &args.inference.device,
-        args.inference.ddp_backend,
-    )?;
+    let (model, pre, collator) = load_for_inference(task, &args.inference)?;
     let main_process = train_loop::distributed::is_main_process();
-    let model = load_for(task, &args.inference, device)?;
-    let pre = preprocessor(&model, args.inference.max_seq_length)?;
-    let collator = Collator::new(&pre);
     if main_process {
         fs::create_dir_all(&args.output_dir)
             .with_context(|| format!("cannot create {}", args.output_dir.display()))?;
