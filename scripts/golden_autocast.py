@@ -14,8 +14,15 @@ can show its tolerance tells them apart:
   or another CPU's bf16 kernels, may show.
 
 Run: .venv-ref/bin/python scripts/golden_autocast.py
+     .venv-ref/bin/python scripts/golden_autocast.py --check   # compare, write nothing
+
+`--check` prints how far HF on this machine, and a bf16 residual stream on this
+machine, land from the committed golden (mean |diff| of hidden states at real tokens):
+the parity test's bound must sit between the two on every CPU (bf16 kernels differ
+between CPUs with and without bf16 instructions).
 """
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -152,5 +159,26 @@ def main():
     print(f"wrote {target} ({target.stat().st_size} bytes)")
 
 
+def check():
+    torch.set_num_threads(1)
+    golden = json.loads((ROOT / "tests" / "golden" / "model_bf16.json").read_text())
+    tok = AutoTokenizer.from_pretrained(str(gm.MODEL))
+
+    def fresh():
+        torch.manual_seed(0)
+        return BertForSequenceClassification.from_pretrained(str(gm.MODEL), num_labels=2).eval()
+
+    rows = {"mrpc_validation": gm.rows("mrpc", ["sentence1", "sentence2"]),
+            "sst2_validation": gm.rows("sst2", ["sentence"])}
+    for case in golden["cases"]:
+        texts, labels = rows[case["name"]]
+        enc = tok(*texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
+        want = torch.tensor(case["hidden_real_tokens"])
+        for label, model in [("HF autocast", fresh()), ("bf16 residual", bf16_residual(fresh()))]:
+            got = run(model, enc, torch.tensor(labels))["hidden_real_tokens"].flatten()
+            print(f"{case['name']}: {label} here vs golden, mean |diff| of hidden states "
+                  f"{float((got - want).abs().mean()):.3e}")
+
+
 if __name__ == "__main__":
-    main()
+    check() if "--check" in sys.argv[1:] else main()

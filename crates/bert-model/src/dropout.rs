@@ -1,5 +1,6 @@
 //! Dropout as `torch.nn.functional.dropout` computes it (each element zeroed with
-//! probability p, the rest scaled by 1/(1-p)), with one difference on CPU in fp32:
+//! probability p, the rest scaled by 1/(1-p)), with one difference on CPU (fp32, and
+//! bf16 under autocast, where linear outputs are bf16):
 //! the mask comes from a counter-based generator (SplitMix64) seeded by one draw from
 //! torch's CPU generator, instead of ATen's `bernoulli_`, which draws element by
 //! element from mt19937 on CPUs where it does not use MKL's vector RNG (AMD among
@@ -31,19 +32,21 @@ fn scaled_mask(n: usize, p: f64, seed: u64) -> Vec<f32> {
     mask
 }
 
-/// `x.dropout(p, train)`; see the module docs for the CPU fp32 path.
+/// `x.dropout(p, train)`; see the module docs for the CPU fp32/bf16 path.
 pub(crate) fn dropout(x: &Tensor, p: f64, train: bool) -> Result<Tensor, TchError> {
     if !train || p <= 0.0 {
         return Ok(x.shallow_clone());
     }
-    if x.device() != Device::Cpu || x.kind() != Kind::Float || p >= 1.0 {
+    if x.device() != Device::Cpu || !matches!(x.kind(), Kind::Float | Kind::BFloat16) || p >= 1.0 {
         return x.f_dropout(p, train);
     }
     // One value from torch's generator, so manual_seed governs the masks.
     let seed = Tensor::f_randint(i64::MAX, [1], (Kind::Int64, Device::Cpu))?.f_int64_value(&[0])?;
     let mask = Tensor::f_from_slice(&scaled_mask(x.numel(), p, seed as u64))?
         .f_view(x.size().as_slice())?;
-    x.f_mul(&mask)
+    // In bf16 the mask is rounded to bf16 first, as ATen's bf16 `bernoulli_` mask is,
+    // so the product stays bf16.
+    x.f_mul(&mask.f_to_kind(x.kind())?)
 }
 
 #[cfg(test)]
@@ -76,5 +79,25 @@ mod tests {
         let b = dropout(&x, 0.2, true).unwrap();
         assert!(a.equal(&b));
         assert!(dropout(&x, 0.2, false).unwrap().equal(&x));
+    }
+
+    #[test]
+    fn bf16_stays_bf16_with_atens_rounded_scale() {
+        let x = Tensor::ones([100_000], (Kind::BFloat16, Device::Cpu));
+        tch::manual_seed(5);
+        let y = dropout(&x, 0.1, true).unwrap();
+        assert_eq!(y.kind(), Kind::BFloat16);
+        // ATen divides its bf16 ones-mask by 0.9: 1/0.9 rounded to bf16 (1.109375).
+        let scale = Tensor::from(1.0f32 / 0.9)
+            .to_kind(Kind::BFloat16)
+            .double_value(&[]);
+        assert_eq!(scale, 1.109375);
+        let kept = y.ne(0.0);
+        assert!(y.masked_select(&kept).eq(scale).all().int64_value(&[]) == 1);
+        let rate = kept
+            .to_kind(Kind::Float)
+            .mean(Kind::Float)
+            .double_value(&[]);
+        assert!((rate - 0.9).abs() < 0.005, "kept {rate}");
     }
 }

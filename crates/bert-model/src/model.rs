@@ -479,13 +479,17 @@ impl Attention {
         let context = if let Some(disentangled) = &self.disentangled {
             self.disentangled_attention(disentangled, &q, &k, &v, mask, relative, train)?
         } else if p > 0.0 && q.device() == Device::Cpu && q.kind() == Kind::Float {
-            // What SDPA's math path does on CPU when dropout is on, written out so the
-            // probabilities get our CPU dropout (see dropout.rs).
-            let scores = q
-                .f_matmul(&k.f_transpose(-2, -1)?)?
-                .f_mul(&scalar((self.head_dim as f64).powf(-0.5)))?
-                .f_add(mask)?;
-            dropout(&scores.f_softmax(-1, Kind::Float)?, p, train)?.f_matmul(&v)?
+            self.math_attention(&q, &k, &v, mask, p)?
+        } else if p > 0.0 && q.device() == Device::Cpu && q.kind() == Kind::BFloat16 {
+            // Under bf16 autocast SDPA's math path (the one dropout takes on CPU) widens
+            // q, k and v to fp32 and narrows the output back; likewise here, with
+            // autocast off so the fp32 matmuls stay fp32.
+            let wide = |x: &Tensor| x.f_to_kind(Kind::Float);
+            torch_shim::without_autocast(Device::Cpu, || {
+                self.math_attention(&wide(&q)?, &wide(&k)?, &wide(&v)?, &wide(mask)?, p)?
+                    .f_to_kind(Kind::BFloat16)
+            })
+            .map_err(|e| TchError::Torch(e.to_string()))??
         } else {
             attention(&q, &k, &v, mask, p)?
         }
@@ -517,6 +521,23 @@ impl Attention {
             train,
         )?;
         apply_layer_norm(&out.f_add(&residual)?, &self.layer_norm, self.eps)
+    }
+
+    /// What SDPA's math path does on CPU when dropout is on, written out so the
+    /// probabilities get our CPU dropout (see dropout.rs).
+    fn math_attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: &Tensor,
+        p: f64,
+    ) -> TchResult<Tensor> {
+        let scores = q
+            .f_matmul(&k.f_transpose(-2, -1)?)?
+            .f_mul(&scalar((self.head_dim as f64).powf(-0.5)))?
+            .f_add(mask)?;
+        dropout(&scores.f_softmax(-1, Kind::Float)?, p, true)?.f_matmul(v)
     }
 
     /// HF `DisentangledSelfAttention.forward` and `disentangled_attention_bias` over

@@ -273,7 +273,11 @@ fn mean_abs_diff(ours: &Tensor, theirs: &[f32]) -> f64 {
 /// |difference| at real tokens stays under 1.6e-3. HF's own autocast moves that mean
 /// by up to 1.22e-3 (one fp32 ulp of noise in the embeddings, as another addition
 /// order or CPU gives; 8.0e-4 for unpadded rows); a residual stream rounded to bf16
-/// moves it by 2.11e-3. Maxima are sanity bounds only: batch-shape noise alone flips
+/// moves it by 2.11e-3. On a CPU with bf16 instructions (AMD EPYC, AVX512-BF16; the
+/// golden was written without them) HF itself is 1.31e-3 (mrpc) and 1.45e-3 (sst2) from
+/// the golden, glue-rs the same to the bit, and a bf16 residual stream 1.81e-3 and
+/// 2.10e-3: hence 1.6e-3, not tighter (`scripts/golden_autocast.py --check` prints
+/// these on any machine). Maxima are sanity bounds only: batch-shape noise alone flips
 /// bf16 roundings by up to 2.4e-4 in logits and 1.0e-3 in pooled outputs.
 #[test]
 fn bf16_matches_hf_autocast_in_both_layouts() {
@@ -307,7 +311,7 @@ fn bf16_matches_hf_autocast_in_both_layouts() {
                 (out.loss.unwrap().double_value(&[]) - case["loss"][0].as_f64().unwrap()).abs();
             eprintln!("bf16 {name} {layout:?}: hidden mean {mean_hidden:.2e}, logits {d_logits:.2e}, pooled {d_pooled:.2e}, loss {d_loss:.2e}");
             assert!(
-                mean_hidden <= 1.2e-3,
+                mean_hidden <= 1.6e-3,
                 "bf16 {name} {layout:?}: hidden states differ by {mean_hidden:e} on average"
             );
             assert!(
@@ -323,5 +327,48 @@ fn bf16_matches_hf_autocast_in_both_layouts() {
                 "bf16 {name} {layout:?}: loss differs by {d_loss:e}"
             );
         }
+    }
+}
+
+/// bf16 training, dropout on (attention then takes the fp32 math path that SDPA takes
+/// under autocast on CPU): the same seed gives the same loss and gradients, all finite,
+/// in both layouts, and the residual stream stays fp32.
+#[test]
+fn bf16_training_steps_repeat_with_the_seed() {
+    tch::set_num_threads(1);
+    let g = golden_bf16();
+    let mut model = model_with_head(&["not_equivalent", "equivalent"], &g["classification_head"]);
+    model.set_precision(bert_model::Precision::Bf16).unwrap();
+    let case = &g["cases"][0];
+    let (ids, types, mask) = inputs(case);
+    let labels = Tensor::from_slice(&ints(&case["labels"]));
+    let step = |model: &BertForSequenceClassification| {
+        for (_, mut v) in model.vs.variables() {
+            v.zero_grad();
+        }
+        tch::manual_seed(7);
+        let out = model
+            .forward(&ids, &types, &mask, Some(&labels), true)
+            .unwrap();
+        assert_eq!(out.last_hidden_state.kind(), Kind::Float);
+        let loss = out.loss.unwrap();
+        loss.backward();
+        let grad = model.vs.variables()["classifier.weight"].grad().copy();
+        (loss.double_value(&[]), grad)
+    };
+    for layout in LAYOUTS {
+        model.set_layout(layout);
+        let (loss, grad) = step(&model);
+        let (again, grad_again) = step(&model);
+        assert!(
+            loss.is_finite() && (loss - 0.69).abs() < 0.2,
+            "{layout:?}: loss {loss}"
+        );
+        assert_eq!(loss, again, "{layout:?}: same seed, another loss");
+        assert!(grad.isfinite().all().int64_value(&[]) == 1);
+        assert!(
+            grad.equal(&grad_again),
+            "{layout:?}: same seed, other gradients"
+        );
     }
 }

@@ -82,16 +82,16 @@ char* glue_shim_set_grads_to_none(at::Tensor** params, size_t n) {
   });
 }
 
-// torch.autocast(device, dtype) entry and exit; the state is thread-local, as in
-// Python. `dtype` is a c10::ScalarType code (15 = BFloat16, 5 = Half).
-char* glue_shim_autocast_enter(int device, int dtype, int* was_enabled,
+// torch.autocast(device, dtype, enabled) entry and exit; the state is thread-local,
+// as in Python. `dtype` is a c10::ScalarType code (15 = BFloat16, 5 = Half).
+char* glue_shim_autocast_enter(int device, int dtype, int enabled, int* was_enabled,
                                int* was_dtype) {
   return guarded([&] {
     auto type = device_type(device);
     *was_enabled = at::autocast::is_autocast_enabled(type) ? 1 : 0;
     *was_dtype = static_cast<int>(at::autocast::get_autocast_dtype(type));
     at::autocast::set_autocast_dtype(type, static_cast<at::ScalarType>(dtype));
-    at::autocast::set_autocast_enabled(type, true);
+    at::autocast::set_autocast_enabled(type, enabled != 0);
     at::autocast::increment_nesting();
   });
 }

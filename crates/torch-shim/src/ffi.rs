@@ -35,6 +35,7 @@ extern "C" {
     fn glue_shim_autocast_enter(
         device: c_int,
         dtype: c_int,
+        enabled: c_int,
         was_enabled: *mut c_int,
         was_dtype: *mut c_int,
     ) -> *mut c_char;
@@ -199,11 +200,23 @@ pub fn set_grads_to_none(params: &[&Tensor]) -> Result<(), TorchError> {
 }
 
 /// Returns the previous (enabled, dtype) state to restore on exit.
-pub fn autocast_enter(device: c_int, dtype: c_int) -> Result<(c_int, c_int), TorchError> {
-    let (mut enabled, mut previous) = (0, 0);
+pub fn autocast_enter(
+    device: c_int,
+    dtype: c_int,
+    enabled: bool,
+) -> Result<(c_int, c_int), TorchError> {
+    let (mut was_enabled, mut previous) = (0, 0);
     // SAFETY: two out-parameters on our stack.
-    check(unsafe { glue_shim_autocast_enter(device, dtype, &mut enabled, &mut previous) })?;
-    Ok((enabled, previous))
+    check(unsafe {
+        glue_shim_autocast_enter(
+            device,
+            dtype,
+            c_int::from(enabled),
+            &mut was_enabled,
+            &mut previous,
+        )
+    })?;
+    Ok((was_enabled, previous))
 }
 
 pub fn autocast_exit(

@@ -160,9 +160,25 @@ impl Drop for AutocastGuard {
 /// losses, norms on CUDA) in fp32, the rest in their inputs' dtype. Thread-local,
 /// as in PyTorch; backward passes need no autocast of their own.
 pub fn autocast<T>(device: Device, kind: Kind, f: impl FnOnce() -> T) -> Result<T> {
+    autocast_region(device, kind, true, f)
+}
+
+/// Runs `f` under `torch.autocast(device.type, enabled=False)`: inside an autocast
+/// region, a stretch that must compute in its inputs' dtype (as ATen's own kernels do
+/// below the autocast layer).
+pub fn without_autocast<T>(device: Device, f: impl FnOnce() -> T) -> Result<T> {
+    autocast_region(device, Kind::BFloat16, false, f)
+}
+
+fn autocast_region<T>(
+    device: Device,
+    kind: Kind,
+    enabled: bool,
+    f: impl FnOnce() -> T,
+) -> Result<T> {
     let code = autocast_device(device)?;
     let dtype = scalar_type(kind)?;
-    let (was_enabled, was_dtype) = ffi::autocast_enter(code, dtype)?;
+    let (was_enabled, was_dtype) = ffi::autocast_enter(code, dtype, enabled)?;
     let _guard = AutocastGuard {
         device: code,
         was_enabled,
