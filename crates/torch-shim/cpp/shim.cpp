@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
 #include <ATen/Context.h>
+#include <ATen/Parallel.h>
 #include <torch/headeronly/version.h>
 
 #include "guarded.hpp"
@@ -64,6 +65,17 @@ char* glue_shim_clip_grad_norm(at::Tensor** grads, size_t n, double max_norm,
     auto coef = at::clamp_max(max_norm / (norm + 1e-6), 1.0);
     at::_foreach_mul_(list, coef);
     total->copy_(norm);
+  });
+}
+
+// at::parallel_for over [0, n) with a C callback: Rust code between ATen ops runs on
+// the intra-op threads the kernels use, not on a second pool competing for the cores.
+// The callback must not unwind (the Rust side catches panics).
+char* glue_shim_parallel_for(int64_t n, int64_t grain,
+                             void (*body)(void* ctx, int64_t begin, int64_t end),
+                             void* ctx) {
+  return guarded([&] {
+    at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) { body(ctx, begin, end); });
   });
 }
 

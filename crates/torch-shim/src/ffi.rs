@@ -31,6 +31,12 @@ extern "C" {
         total: *mut AtTensor,
     ) -> *mut c_char;
     fn glue_shim_zero(list: *const *mut AtTensor, n: usize) -> *mut c_char;
+    fn glue_shim_parallel_for(
+        n: i64,
+        grain: i64,
+        body: extern "C" fn(ctx: *mut c_void, begin: i64, end: i64),
+        ctx: *mut c_void,
+    ) -> *mut c_char;
     fn glue_shim_set_grads_to_none(params: *const *mut AtTensor, n: usize) -> *mut c_char;
     fn glue_shim_autocast_enter(
         device: c_int,
@@ -191,6 +197,45 @@ pub fn zero(list: &[&Tensor]) -> Result<(), TorchError> {
     let l = handles(list);
     // SAFETY: `n` live handles, borrowed for the call.
     check(unsafe { glue_shim_zero(l.as_ptr(), l.len()) })
+}
+
+/// Calls `body(begin, end)` on disjoint sub-ranges covering `0..n`, from libtorch's
+/// intra-op threads; a panic in `body` comes back as an error after the loop.
+pub fn parallel_for<F: Fn(i64, i64) + Sync>(
+    n: i64,
+    grain: i64,
+    body: &F,
+) -> Result<(), TorchError> {
+    struct Ctx<'a, F> {
+        body: &'a F,
+        panicked: std::sync::atomic::AtomicBool,
+    }
+    extern "C" fn trampoline<F: Fn(i64, i64) + Sync>(ctx: *mut c_void, begin: i64, end: i64) {
+        // SAFETY: `ctx` is the `Ctx<F>` below, alive until glue_shim_parallel_for returns.
+        let ctx = unsafe { &*(ctx as *const Ctx<F>) };
+        let run = std::panic::AssertUnwindSafe(|| (ctx.body)(begin, end));
+        if std::panic::catch_unwind(run).is_err() {
+            ctx.panicked
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let ctx = Ctx {
+        body,
+        panicked: std::sync::atomic::AtomicBool::new(false),
+    };
+    // SAFETY: the callback only reads `ctx`, which outlives the call; it never unwinds.
+    check(unsafe {
+        glue_shim_parallel_for(
+            n,
+            grain,
+            trampoline::<F>,
+            &ctx as *const Ctx<F> as *mut c_void,
+        )
+    })?;
+    if ctx.panicked.into_inner() {
+        return Err(TorchError("a parallel_for body panicked".into()));
+    }
+    Ok(())
 }
 
 pub fn set_grads_to_none(params: &[&Tensor]) -> Result<(), TorchError> {

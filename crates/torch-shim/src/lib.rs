@@ -9,6 +9,7 @@
 //! - [`autocast`], as `torch.autocast(device, dtype)` on CPU and CUDA with any dtype
 //!   (tch's own `autocast` is CUDA-only and fp16);
 //! - [`set_deterministic`], as `torch.use_deterministic_algorithms`;
+//! - [`parallel_for`], `at::parallel_for` for Rust loops on libtorch's own threads;
 //! - [`distributed::ProcessGroup`], c10d's TCPStore rendezvous and Gloo process group
 //!   (CPU data parallelism, as `torch.distributed` with the `gloo` backend), with an
 //!   NCCL communicator for CUDA tensors (`cpp/nccl.cpp`: NCCL's C API, from the
@@ -109,6 +110,29 @@ pub fn zero_(tensors: &[&Tensor]) -> Result<()> {
         return Ok(());
     }
     ffi::zero(tensors)
+}
+
+/// `at::parallel_for(0, n, grain, body)`: `body(begin, end)` over disjoint sub-ranges
+/// that cover `0..n`, run on libtorch's intra-op threads (the OpenMP team its CPU
+/// kernels use), so Rust work between ATen ops shares those threads instead of
+/// starting a second pool that would compete with them for the cores. Ranges shorter
+/// than `grain` stay on the calling thread.
+///
+/// ```
+/// use std::sync::atomic::{AtomicI64, Ordering};
+///
+/// let sum = AtomicI64::new(0);
+/// torch_shim::parallel_for(1000, 10, |begin, end| {
+///     sum.fetch_add((begin..end).sum::<i64>(), Ordering::Relaxed);
+/// })?;
+/// assert_eq!(sum.into_inner(), 999 * 1000 / 2);
+/// # Ok::<(), torch_shim::TorchError>(())
+/// ```
+pub fn parallel_for(n: i64, grain: i64, body: impl Fn(i64, i64) + Sync) -> Result<()> {
+    if n <= 0 {
+        return Ok(());
+    }
+    ffi::parallel_for(n, grain.max(1), &body)
 }
 
 /// `optimizer.zero_grad(set_to_none=True)`: drops the gradients, so the next backward
