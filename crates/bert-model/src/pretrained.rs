@@ -456,6 +456,10 @@ impl BertForSequenceClassification {
         Ok(())
     }
 
+    pub fn precision(&self) -> Precision {
+        self.model.bert.precision()
+    }
+
     /// Padding-free (default) or HF's padded layout; outputs at real tokens are equal.
     pub fn set_layout(&mut self, layout: Layout) {
         self.model.bert.set_layout(layout);

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use bert_model::BertForSequenceClassification;
+use bert_model::{BertForSequenceClassification, Precision};
 use glue_data::{Batch, BatchLabels, Collator, EncodedSplit, Task};
 use glue_metrics::{classification, regression_nan_if_undefined};
 use tch::{Device, Kind, Tensor};
@@ -74,7 +74,7 @@ pub fn evaluate(
     // Each batch's loss times its rows, in batch order (zeros for other ranks' batches),
     // summed on the host in that order: the same total with any number of ranks.
     let mut batch_losses = Vec::with_capacity(chunks.len());
-    tch::no_grad(|| -> Result<()> {
+    let mut run_batches = || -> Result<()> {
         for (j, chunk) in chunks.iter().enumerate() {
             if j % world != rank {
                 batch_losses.push(Tensor::zeros([], (Kind::Double, device)));
@@ -96,6 +96,14 @@ pub fn evaluate(
             logits.push(out.logits);
         }
         Ok(())
+    };
+    tch::no_grad(|| match model.precision() {
+        // One autocast region around every batch keeps autocast's cache of the
+        // weights' bf16 casts for the whole evaluation: the weights do not change
+        // while it runs, so they are cast once, not once per batch (HF's
+        // prediction_step enters autocast per batch). Same casts, same logits.
+        Precision::Bf16 => torch_shim::autocast(device, Kind::BFloat16, run_batches)?,
+        Precision::Fp32 => run_batches(),
     })?;
     let width = task.spec().num_labels() as i64;
     let mine = if logits.is_empty() {
