@@ -14,6 +14,14 @@
 #include <string>
 #include <vector>
 
+// The intra-op thread settings of the calling thread. Weak: a libtorch built without
+// OpenMP or MKL has none of them, and the calls below are then skipped.
+extern "C" {
+int omp_get_max_threads(void) __attribute__((weak));
+void omp_set_num_threads(int) __attribute__((weak));
+int MKL_Set_Num_Threads_Local(int) __attribute__((weak));
+}
+
 namespace {
 
 using glue_shim::guarded;
@@ -76,6 +84,30 @@ char* glue_shim_parallel_for(int64_t n, int64_t grain,
                              void* ctx) {
   return guarded([&] {
     at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) { body(ctx, begin, end); });
+  });
+}
+
+// Limits the calling thread's intra-op parallelism to `n` threads: OpenMP's
+// per-thread team size (what at::parallel_for and oneDNN read) and MKL's thread-local
+// setting (the global one, at::set_num_threads', is left alone). libtorch first runs
+// its own lazy per-thread init, which would otherwise reset the OpenMP setting at the
+// thread's first parallel op. `previous_omp`/`previous_mkl` restore the old values;
+// `n` = 0 with previous values given restores them.
+char* glue_shim_set_thread_threads(int n, int restore_omp, int restore_mkl,
+                                   int* previous_omp, int* previous_mkl) {
+  return guarded([&] {
+    at::get_num_threads();
+    at::internal::lazy_init_num_threads();
+    *previous_omp = omp_get_max_threads ? omp_get_max_threads() : 1;
+    *previous_mkl = 0;
+    int omp = n > 0 ? n : restore_omp;
+    int mkl = n > 0 ? n : restore_mkl;
+    if (omp_set_num_threads && omp > 0) {
+      omp_set_num_threads(omp);
+    }
+    if (MKL_Set_Num_Threads_Local) {
+      *previous_mkl = MKL_Set_Num_Threads_Local(mkl);
+    }
   });
 }
 

@@ -38,6 +38,13 @@ extern "C" {
         ctx: *mut c_void,
     ) -> *mut c_char;
     fn glue_shim_set_grads_to_none(params: *const *mut AtTensor, n: usize) -> *mut c_char;
+    fn glue_shim_set_thread_threads(
+        n: c_int,
+        restore_omp: c_int,
+        restore_mkl: c_int,
+        previous_omp: *mut c_int,
+        previous_mkl: *mut c_int,
+    ) -> *mut c_char;
     fn glue_shim_autocast_enter(
         device: c_int,
         dtype: c_int,
@@ -262,6 +269,15 @@ pub fn autocast_enter(
         )
     })?;
     Ok((was_enabled, previous))
+}
+
+/// Sets this thread's intra-op thread counts (`n` > 0), or restores `restore`
+/// (`n` = 0); returns the previous (OpenMP, MKL-local) values.
+pub fn set_thread_threads(n: c_int, restore: (c_int, c_int)) -> Result<(c_int, c_int), TorchError> {
+    let (mut omp, mut mkl) = (0, 0);
+    // SAFETY: plain values and two out-parameters on our stack.
+    check(unsafe { glue_shim_set_thread_threads(n, restore.0, restore.1, &mut omp, &mut mkl) })?;
+    Ok((omp, mkl))
 }
 
 pub fn autocast_exit(

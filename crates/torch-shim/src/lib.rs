@@ -9,7 +9,8 @@
 //! - [`autocast`], as `torch.autocast(device, dtype)` on CPU and CUDA with any dtype
 //!   (tch's own `autocast` is CUDA-only and fp16);
 //! - [`set_deterministic`], as `torch.use_deterministic_algorithms`;
-//! - [`parallel_for`], `at::parallel_for` for Rust loops on libtorch's own threads;
+//! - [`parallel_for`], `at::parallel_for` for Rust loops on libtorch's own threads,
+//!   and [`with_intra_op_threads`], a thread's own intra-op thread count;
 //! - [`distributed::ProcessGroup`], c10d's TCPStore rendezvous and Gloo process group
 //!   (CPU data parallelism, as `torch.distributed` with the `gloo` backend), with an
 //!   NCCL communicator for CUDA tensors (`cpp/nccl.cpp`: NCCL's C API, from the
@@ -135,6 +136,34 @@ pub fn parallel_for(n: i64, grain: i64, body: impl Fn(i64, i64) + Sync) -> Resul
     ffi::parallel_for(n, grain.max(1), &body)
 }
 
+/// Runs `f` with this thread's intra-op parallelism limited to `threads` (OpenMP's
+/// per-thread team size, which ATen's kernels and oneDNN read, and MKL's thread-local
+/// setting), restoring the previous settings afterwards. Other threads keep theirs,
+/// so several threads can each run libtorch work single-threaded side by side (inter-op
+/// parallelism) without starting more threads than cores.
+///
+/// ```
+/// use tch::{Device, Kind, Tensor};
+///
+/// let x = Tensor::ones([64, 64], (Kind::Float, Device::Cpu));
+/// let y = torch_shim::with_intra_op_threads(1, || x.matmul(&x))?;
+/// assert_eq!(y.double_value(&[0, 0]), 64.0);
+/// # Ok::<(), torch_shim::TorchError>(())
+/// ```
+pub fn with_intra_op_threads<T>(threads: usize, f: impl FnOnce() -> T) -> Result<T> {
+    let n = i32::try_from(threads.max(1)).unwrap_or(i32::MAX);
+    let previous = ffi::set_thread_threads(n, (0, 0))?;
+    struct Restore((i32, i32));
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // Only stores two thread-local values.
+            let _ = ffi::set_thread_threads(0, self.0);
+        }
+    }
+    let _restore = Restore(previous);
+    Ok(f())
+}
+
 /// `optimizer.zero_grad(set_to_none=True)`: drops the gradients, so the next backward
 /// writes them afresh instead of accumulating into zeroed buffers.
 pub fn set_grads_to_none(params: &[&Tensor]) -> Result<()> {
@@ -239,4 +268,29 @@ pub fn set_cudnn_attention(enabled: bool) -> Result<()> {
 /// Whether scaled-dot-product attention may use cuDNN's kernel.
 pub fn cudnn_attention() -> bool {
     ffi::cudnn_attention()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn intra_op_threads_are_the_calling_threads_own_and_restored() {
+        let before = tch::get_num_threads();
+        let inside = super::with_intra_op_threads(1, || {
+            // Another thread keeps the process's setting meanwhile.
+            let other = std::thread::spawn(tch::get_num_threads).join().unwrap();
+            assert_eq!(other, before);
+            // One thread: at::parallel_for runs the whole range in one call.
+            let calls = AtomicUsize::new(0);
+            super::parallel_for(1000, 1, |_, _| {
+                calls.fetch_add(1, Ordering::Relaxed);
+            })
+            .unwrap();
+            (tch::get_num_threads(), calls.into_inner())
+        })
+        .unwrap();
+        assert_eq!(inside, (1, 1));
+        assert_eq!(tch::get_num_threads(), before);
+    }
 }

@@ -1,6 +1,7 @@
 //! Evaluation and prediction over an encoded split, batch by batch, in eval mode.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use bert_model::{BertForSequenceClassification, Precision};
@@ -49,6 +50,10 @@ pub struct EvalOutput {
 /// little padding) and come back in their original order; logits and the loss stay
 /// on the device until the end, so there is one host sync per evaluation.
 ///
+/// On CPU the batches run side by side, as many as there are intra-op threads, each
+/// on one thread (small batches waste less time at OpenMP's fork and join that way);
+/// the results are put back in batch order.
+///
 /// With a process group (see [`crate::distributed`]) batch `j` of that order runs on
 /// rank `j % world_size` and the logits are gathered: every batch is the one a
 /// single process would run, so predictions and metrics are the same, on every rank.
@@ -70,41 +75,81 @@ pub fn evaluate(
         distributed::rank() as usize,
         distributed::world_size() as usize,
     );
-    let mut logits = Vec::with_capacity(chunks.len().div_ceil(world));
+    let shared = SharedModel(model);
+    // One batch: its logits and its loss times its rows (zeros unlabelled).
+    let forward_batch = |j: usize| -> Result<(Tensor, Tensor)> {
+        let model = shared.get();
+        let batch = collator.collate(split, chunks[j])?;
+        let forward = || -> Result<_> {
+            let (ids, types, mask, labels) = batch_tensors(&batch, device)?;
+            Ok(model.forward(&ids, &types, &mask, labelled.then_some(&labels), false)?)
+        };
+        let out = forward().map_err(|e| match e.is_out_of_memory() {
+            true => TrainError::EvalOutOfMemory { batch_size },
+            false => e,
+        })?;
+        let loss = match out.loss {
+            Some(loss) => loss.to_kind(Kind::Double) * chunks[j].len() as f64,
+            None => Tensor::zeros([], (Kind::Double, device)),
+        };
+        Ok((out.logits, loss))
+    };
+    // This rank's batches, as (batch index, logits, loss).
+    let mut done: Vec<(usize, Tensor, Tensor)> = Vec::with_capacity(chunks.len());
+    let workers = eval_workers(device, world, chunks.len());
+    if workers > 1 {
+        let next = AtomicUsize::new(0);
+        let results = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut mine = Vec::new();
+                        let mut work = || -> Result<()> {
+                            loop {
+                                let j = next.fetch_add(1, Ordering::Relaxed);
+                                if j >= chunks.len() {
+                                    return Ok(());
+                                }
+                                // On an error the others stop at their next batch.
+                                let (logits, loss) = forward_batch(j)
+                                    .inspect_err(|_| next.store(chunks.len(), Ordering::Relaxed))?;
+                                mine.push((j, logits, loss));
+                            }
+                        };
+                        torch_shim::with_intra_op_threads(1, || {
+                            in_eval_mode(shared.get(), device, &mut work)
+                        })??;
+                        Ok::<_, TrainError>(mine)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect::<Result<Vec<_>>>()
+        })?;
+        done.extend(results.into_iter().flatten());
+        done.sort_by_key(|(j, _, _)| *j);
+    } else {
+        let mut work = || -> Result<()> {
+            for j in (rank..chunks.len()).step_by(world) {
+                let (logits, loss) = forward_batch(j)?;
+                done.push((j, logits, loss));
+            }
+            Ok(())
+        };
+        in_eval_mode(model, device, &mut work)?;
+    }
+    let mut logits = Vec::with_capacity(done.len());
     // Each batch's loss times its rows, in batch order (zeros for other ranks' batches),
     // summed on the host in that order: the same total with any number of ranks.
-    let mut batch_losses = Vec::with_capacity(chunks.len());
-    let mut run_batches = || -> Result<()> {
-        for (j, chunk) in chunks.iter().enumerate() {
-            if j % world != rank {
-                batch_losses.push(Tensor::zeros([], (Kind::Double, device)));
-                continue;
-            }
-            let batch = collator.collate(split, chunk)?;
-            let forward = || -> Result<_> {
-                let (ids, types, mask, labels) = batch_tensors(&batch, device)?;
-                Ok(model.forward(&ids, &types, &mask, labelled.then_some(&labels), false)?)
-            };
-            let out = forward().map_err(|e| match e.is_out_of_memory() {
-                true => TrainError::EvalOutOfMemory { batch_size },
-                false => e,
-            })?;
-            batch_losses.push(match out.loss {
-                Some(loss) => loss.to_kind(Kind::Double) * chunk.len() as f64,
-                None => Tensor::zeros([], (Kind::Double, device)),
-            });
-            logits.push(out.logits);
-        }
-        Ok(())
-    };
-    tch::no_grad(|| match model.precision() {
-        // One autocast region around every batch keeps autocast's cache of the
-        // weights' bf16 casts for the whole evaluation: the weights do not change
-        // while it runs, so they are cast once, not once per batch (HF's
-        // prediction_step enters autocast per batch). Same casts, same logits.
-        Precision::Bf16 => torch_shim::autocast(device, Kind::BFloat16, run_batches)?,
-        Precision::Fp32 => run_batches(),
-    })?;
+    let mut batch_losses: Vec<Tensor> = (0..chunks.len())
+        .map(|_| Tensor::zeros([], (Kind::Double, device)))
+        .collect();
+    for (j, batch_logits, loss) in done {
+        logits.push(batch_logits);
+        batch_losses[j] = loss;
+    }
     let width = task.spec().num_labels() as i64;
     let mine = if logits.is_empty() {
         Tensor::zeros([0, width], (Kind::Float, Device::Cpu))
@@ -183,6 +228,51 @@ pub fn evaluate(
         predictions,
         loss,
         metrics,
+    })
+}
+
+/// The model, read by several evaluation workers at once.
+struct SharedModel<'a>(&'a BertForSequenceClassification);
+
+// SAFETY: evaluation only reads the model: no gradients (no_grad), no dropout and so no
+// draws from torch's generator (eval mode); libtorch ops may read one tensor from
+// several threads at once, and the autocast state and its weight-cast cache are
+// per thread.
+unsafe impl Sync for SharedModel<'_> {}
+
+impl<'a> SharedModel<'a> {
+    /// Through a method, so closures capture the `Sync` wrapper, not its field.
+    fn get(&self) -> &'a BertForSequenceClassification {
+        self.0
+    }
+}
+
+/// How many batches a CPU evaluation runs side by side, each on one thread: one per
+/// intra-op thread. Evaluation batches are small (MRPC at batch 8: matrices of a few
+/// hundred rows, attention per sequence), so splitting every op over the cores spends
+/// a good share of each op waiting at OpenMP's fork and join; whole batches on their
+/// own cores do not wait. Each batch computes exactly what it would on one thread.
+/// On CUDA, and in data-parallel runs (a rank's share of the cores), one at a time.
+fn eval_workers(device: Device, world: usize, batches: usize) -> usize {
+    if device != Device::Cpu || world > 1 {
+        return 1;
+    }
+    (tch::get_num_threads().max(1) as usize).min(batches).max(1)
+}
+
+/// Runs `work` as evaluation runs on this thread: no autograd, and under `--bf16`
+/// one autocast region around every batch, which keeps autocast's cache of the
+/// weights' bf16 casts for the whole evaluation: the weights do not change while it
+/// runs, so they are cast once, not once per batch (HF's prediction_step enters
+/// autocast per batch). Same casts, same logits.
+fn in_eval_mode(
+    model: &BertForSequenceClassification,
+    device: Device,
+    work: &mut dyn FnMut() -> Result<()>,
+) -> Result<()> {
+    tch::no_grad(|| match model.precision() {
+        Precision::Bf16 => torch_shim::autocast(device, Kind::BFloat16, work)?,
+        Precision::Fp32 => work(),
     })
 }
 
