@@ -127,9 +127,15 @@ fn linear(p: nn::Path, cfg: &BertConfig, input: i64, output: i64) -> Projection 
 }
 
 /// `x @ W^T + b` (plus PEFT's `lora_B(lora_A(dropout(x))) * scaling`); under autocast
-/// `linear` itself casts to the compute dtype.
+/// `linear` itself casts to the compute dtype. Out of training, an fp32 CPU linear
+/// that records no gradient goes through oneDNN's matmul (`linear_inference`).
 fn apply_linear(x: &Tensor, l: &Projection, train: bool) -> TchResult<Tensor> {
-    let y = x.f_linear(&l.linear.ws, l.linear.bs.as_ref())?;
+    let y = if train {
+        x.f_linear(&l.linear.ws, l.linear.bs.as_ref())?
+    } else {
+        torch_shim::linear_inference(x, &l.linear.ws, l.linear.bs.as_ref())
+            .map_err(|e| TchError::Torch(e.to_string()))?
+    };
     let Some(lora) = &l.lora else {
         return Ok(y);
     };

@@ -5,6 +5,7 @@
 #include <ATen/autocast_mode.h>
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/headeronly/version.h>
 
 #include "guarded.hpp"
@@ -108,6 +109,43 @@ char* glue_shim_set_thread_threads(int n, int restore_omp, int restore_mkl,
     if (MKL_Set_Num_Threads_Local) {
       *previous_mkl = MKL_Set_Num_Threads_Local(mkl);
     }
+  });
+}
+
+// x @ w^T + b for inference: an fp32 CPU linear through oneDNN's matmul
+// (`mkldnn::_linear_pointwise`, the op torch.compile's CPU backend emits for linear
+// layers), else at::linear. oneDNN's kernel has no backward, so it is taken only
+// when autograd records nothing: grad mode off, or no input requiring grad. Not
+// under autocast, which has its own bf16 routing.
+char* glue_shim_linear_inference(at::Tensor* x, at::Tensor* w, at::Tensor* b,
+                                 at::Tensor** out) {
+  return guarded([&] {
+    static const auto op =
+        c10::Dispatcher::singleton().findOp({"mkldnn::_linear_pointwise", ""});
+    std::optional<at::Tensor> bias;
+    if (b != nullptr) {
+      bias = *b;
+    }
+    bool records = at::GradMode::is_enabled() &&
+                   (x->requires_grad() || w->requires_grad() ||
+                    (bias && bias->requires_grad()));
+    bool fp32_cpu = x->device().is_cpu() && x->scalar_type() == at::kFloat &&
+                    w->scalar_type() == at::kFloat &&
+                    (!bias || bias->scalar_type() == at::kFloat);
+    if (!op || !at::hasMKLDNN() || records || !fp32_cpu || x->dim() < 2 ||
+        at::autocast::is_autocast_enabled(at::kCPU)) {
+      *out = new at::Tensor(at::linear(*x, *w, bias));
+      return;
+    }
+    std::vector<c10::IValue> stack;
+    stack.emplace_back(*x);
+    stack.emplace_back(*w);
+    stack.emplace_back(bias);
+    stack.emplace_back(std::string("none"));
+    stack.emplace_back(c10::List<std::optional<at::Scalar>>());
+    stack.emplace_back(std::optional<std::string>(std::string()));
+    op->callBoxed(&stack);
+    *out = new at::Tensor(stack.at(0).toTensor());
   });
 }
 

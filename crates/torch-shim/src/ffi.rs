@@ -38,6 +38,12 @@ extern "C" {
         ctx: *mut c_void,
     ) -> *mut c_char;
     fn glue_shim_set_grads_to_none(params: *const *mut AtTensor, n: usize) -> *mut c_char;
+    fn glue_shim_linear_inference(
+        x: *mut AtTensor,
+        w: *mut AtTensor,
+        b: *mut AtTensor,
+        out: *mut *mut AtTensor,
+    ) -> *mut c_char;
     fn glue_shim_set_thread_threads(
         n: c_int,
         restore_omp: c_int,
@@ -269,6 +275,23 @@ pub fn autocast_enter(
         )
     })?;
     Ok((was_enabled, previous))
+}
+
+pub fn linear_inference(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor, TorchError> {
+    let bias = b.map_or(std::ptr::null_mut(), |b| b.as_ptr() as *mut AtTensor);
+    let mut out: *mut AtTensor = std::ptr::null_mut();
+    // SAFETY: live tensor handles (bias may be null) and one out-parameter on our stack.
+    check(unsafe {
+        glue_shim_linear_inference(
+            x.as_ptr() as *mut AtTensor,
+            w.as_ptr() as *mut AtTensor,
+            bias,
+            &mut out,
+        )
+    })?;
+    // SAFETY: on success `out` is a new `at::Tensor*` that we own, as tch's own
+    // constructors return them.
+    Ok(unsafe { Tensor::from_ptr(out) })
 }
 
 /// Sets this thread's intra-op thread counts (`n` > 0), or restores `restore`

@@ -6,6 +6,8 @@
 //! - [`clip_grad_norm`] and [`zero_`], the foreach ops behind `clip_grad_norm_` and
 //!   `zero_grad`, one call for all parameters, and [`set_grads_to_none`], torch's
 //!   `zero_grad(set_to_none=True)`;
+//! - [`linear_inference`], an fp32 CPU linear layer through oneDNN when no gradient
+//!   is recorded;
 //! - [`autocast`], as `torch.autocast(device, dtype)` on CPU and CUDA with any dtype
 //!   (tch's own `autocast` is CUDA-only and fp16);
 //! - [`set_deterministic`], as `torch.use_deterministic_algorithms`;
@@ -134,6 +136,28 @@ pub fn parallel_for(n: i64, grain: i64, body: impl Fn(i64, i64) + Sync) -> Resul
         return Ok(());
     }
     ffi::parallel_for(n, grain.max(1), &body)
+}
+
+/// `x @ w^T + b` (`torch.nn.functional.linear`) for inference: in fp32 on CPU,
+/// while autograd records nothing (under `no_grad`, or no input requires grad), it
+/// runs through oneDNN's matmul (`mkldnn::_linear_pointwise`, what torch.compile's
+/// CPU backend emits for a linear layer) instead of MKL's sgemm; ~1.2x the
+/// throughput for BERT's layer shapes on an AVX-512 AMD EPYC, and the same fp32
+/// arithmetic up to summation order. Anything else (gradients to record, other
+/// dtypes or devices, autocast, a libtorch without oneDNN) is `at::linear`.
+///
+/// ```
+/// use tch::{Device, Kind, Tensor};
+///
+/// let x = Tensor::ones([5, 8], (Kind::Float, Device::Cpu));
+/// let w = Tensor::ones([3, 8], (Kind::Float, Device::Cpu));
+/// let b = Tensor::from_slice(&[1f32, 2., 3.]);
+/// let y = tch::no_grad(|| torch_shim::linear_inference(&x, &w, Some(&b)))?;
+/// assert!(y.allclose(&x.linear(&w, Some(&b)), 1e-6, 1e-6, false));
+/// # Ok::<(), torch_shim::TorchError>(())
+/// ```
+pub fn linear_inference(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    ffi::linear_inference(x, w, b)
 }
 
 /// Runs `f` with this thread's intra-op parallelism limited to `threads` (OpenMP's
