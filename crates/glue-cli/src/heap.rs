@@ -15,6 +15,26 @@ pub fn keep_freed_memory() {
     }
 }
 
+/// At most one malloc arena per intra-op thread. glibc gives each new thread an arena
+/// of its own (up to 8 per core), and what a thread frees stays in its arena (the trim
+/// threshold above is the maximum): evaluation's worker threads, one per intra-op
+/// thread, built arenas of their own next to training's and kept ~70 MB more resident
+/// on MRPC. Capped, they share the arenas training's threads already hold. (One arena
+/// for all threads saved more but made bf16 training ~9% slower, the threads waiting
+/// on one lock.) `MALLOC_ARENA_MAX`, when set, wins.
+pub fn share_arenas(threads: usize) {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return;
+    }
+    // SAFETY: mallopt only sets allocator parameters.
+    unsafe {
+        libc::mallopt(
+            libc::M_ARENA_MAX,
+            threads.clamp(1, i32::MAX as usize) as i32,
+        );
+    }
+}
+
 /// Hands the heap's free pages back to the kernel every `every` optimizer steps.
 ///
 /// Batches differ in length, so the blocks freed by one step rarely fit the next
