@@ -90,9 +90,9 @@ char* glue_shim_parallel_for(int64_t n, int64_t grain,
 
 // Limits the calling thread's intra-op parallelism to `n` threads: OpenMP's
 // per-thread team size (what at::parallel_for and oneDNN read) and MKL's thread-local
-// setting (the global one, at::set_num_threads', is left alone). libtorch first runs
-// its own lazy per-thread init, which would otherwise reset the OpenMP setting at the
-// thread's first parallel op. `previous_omp`/`previous_mkl` restore the old values;
+// setting (the global one, which at::set_num_threads sets, is left alone). It first
+// runs libtorch's lazy per-thread init, which would otherwise reset the OpenMP setting
+// at the thread's first parallel op. `previous_omp`/`previous_mkl` restore the old values;
 // `n` = 0 with previous values given restores them.
 char* glue_shim_set_thread_threads(int n, int restore_omp, int restore_mkl,
                                    int* previous_omp, int* previous_mkl) {
