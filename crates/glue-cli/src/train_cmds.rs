@@ -11,7 +11,7 @@ use glue_data::{load_split, Collator, EncodedSplit, Preprocessor, Task};
 use serde_json::{Map, Value};
 use train_loop::{checkpoint, evaluate, EvalSet, Predictions, Trainer, TrainingArgs};
 
-use crate::heap::TrimHeap;
+use crate::heap::{bound_onednn_cache, TrimHeap};
 use crate::output::write_atomically;
 use crate::plot::training_curves;
 use crate::report::CliReporter;
@@ -462,6 +462,7 @@ pub fn run(run: &RunArgs) -> Result<()> {
         false => None,
     };
     tch::manual_seed(args.seed as i64);
+    bound_onednn_cache(device, args.bf16);
     let (model, report) =
         BertForSequenceClassification::from_pretrained(&run.model, Some(spec.label_names), device)?;
     if resume.is_none() && main_process {
@@ -573,6 +574,7 @@ fn load_for(
     inference: &InferenceArgs,
     device: tch::Device,
 ) -> Result<BertForSequenceClassification> {
+    bound_onednn_cache(device, inference.bf16);
     let (mut model, report) =
         BertForSequenceClassification::from_pretrained(&inference.model, None, device)?;
     // Scoring with freshly initialized weights would look like a result; refuse it.
