@@ -130,20 +130,44 @@ fn linear(p: nn::Path, cfg: &BertConfig, input: i64, output: i64) -> Projection 
 /// `linear` itself casts to the compute dtype. Out of training, an fp32 CPU linear
 /// that records no gradient goes through oneDNN's matmul (`linear_inference`).
 fn apply_linear(x: &Tensor, l: &Projection, train: bool) -> TchResult<Tensor> {
+    apply_linear_then(x, l, train, None)
+}
+
+/// [`apply_linear`], then `act`. Out of training, without adapters, the activation is
+/// the matmul's post-op: oneDNN applies it as it writes the output, where a pass of
+/// its own over the FFN's `[tokens, 4 * hidden]` took ~2% of an fp32 MRPC evaluation.
+fn apply_linear_then(
+    x: &Tensor,
+    l: &Projection,
+    train: bool,
+    act: Option<HiddenAct>,
+) -> TchResult<Tensor> {
+    // PEFT adds the adapters' term before the activation.
+    let fused = !train && l.lora.is_none();
     let y = if train {
         x.f_linear(&l.linear.ws, l.linear.bs.as_ref())?
     } else {
-        torch_shim::linear_inference(x, &l.linear.ws, l.linear.bs.as_ref())
+        let post = match act {
+            Some(act) if fused => post_op(act),
+            _ => torch_shim::Activation::None,
+        };
+        torch_shim::linear_inference(x, &l.linear.ws, l.linear.bs.as_ref(), post)
             .map_err(|e| TchError::Torch(e.to_string()))?
     };
-    let Some(lora) = &l.lora else {
-        return Ok(y);
+    let y = match &l.lora {
+        None => y,
+        Some(lora) => {
+            let delta = dropout(x, lora.dropout, train)?
+                .f_linear::<Tensor>(&lora.a, None)?
+                .f_linear::<Tensor>(&lora.b, None)?
+                .f_mul(&scalar(lora.scaling))?;
+            y.f_add(&delta)?
+        }
     };
-    let delta = dropout(x, lora.dropout, train)?
-        .f_linear::<Tensor>(&lora.a, None)?
-        .f_linear::<Tensor>(&lora.b, None)?
-        .f_mul(&scalar(lora.scaling))?;
-    y.f_add(&delta)
+    match act {
+        Some(act) if !fused => activation(&y, act),
+        _ => Ok(y),
+    }
 }
 
 fn apply_layer_norm(x: &Tensor, ln: &nn::LayerNorm, eps: f64) -> TchResult<Tensor> {
@@ -672,9 +696,18 @@ impl FeedForward {
     }
 
     fn forward(&self, x: &Tensor, train: bool) -> TchResult<Tensor> {
-        let y = activation(&apply_linear(x, &self.intermediate, train)?, self.act)?;
+        let y = apply_linear_then(x, &self.intermediate, train, Some(self.act))?;
         let y = dropout(&apply_linear(&y, &self.output, train)?, self.dropout, train)?;
         apply_layer_norm(&y.f_add(x)?, &self.layer_norm, self.eps)
+    }
+}
+
+/// [`activation`] as a post-op of [`torch_shim::linear_inference`].
+fn post_op(act: HiddenAct) -> torch_shim::Activation {
+    match act {
+        HiddenAct::Gelu => torch_shim::Activation::Gelu,
+        HiddenAct::GeluNew => torch_shim::Activation::GeluTanh,
+        HiddenAct::Relu => torch_shim::Activation::Relu,
     }
 }
 

@@ -112,12 +112,13 @@ char* glue_shim_set_thread_threads(int n, int restore_omp, int restore_mkl,
   });
 }
 
-// x @ w^T + b for inference: an fp32 CPU linear through oneDNN's matmul
+// act(x @ w^T + b) for inference: an fp32 CPU linear through oneDNN's matmul
 // (`mkldnn::_linear_pointwise`, the op torch.compile's CPU backend emits for linear
-// layers), else at::linear. oneDNN's kernel has no backward, so it is taken only
-// when autograd records nothing: grad mode off, or no input requiring grad. Not
-// under autocast, which has its own bf16 routing.
-char* glue_shim_linear_inference(at::Tensor* x, at::Tensor* w, at::Tensor* b,
+// layers), with the activation fused into it as a post-op, else at::linear and the
+// activation. oneDNN's kernel has no backward, so it is taken only when autograd
+// records nothing: grad mode off, or no input requiring grad. Not under autocast,
+// which has its own bf16 routing. `act`: 0 none, 1 GELU (erf), 2 GELU (tanh), 3 ReLU.
+char* glue_shim_linear_inference(at::Tensor* x, at::Tensor* w, at::Tensor* b, int act,
                                  at::Tensor** out) {
   return guarded([&] {
     static const auto op =
@@ -134,16 +135,27 @@ char* glue_shim_linear_inference(at::Tensor* x, at::Tensor* w, at::Tensor* b,
                     (!bias || bias->scalar_type() == at::kFloat);
     if (!op || !at::hasMKLDNN() || records || !fp32_cpu || x->dim() < 2 ||
         at::autocast::is_autocast_enabled(at::kCPU)) {
-      *out = new at::Tensor(at::linear(*x, *w, bias));
+      at::Tensor y = at::linear(*x, *w, bias);
+      switch (act) {
+        case 1: y = at::gelu(y, "none"); break;
+        case 2: y = at::gelu(y, "tanh"); break;
+        case 3: y = at::relu(y); break;
+        default: break;
+      }
+      *out = new at::Tensor(std::move(y));
       return;
     }
+    // The post-op and its algorithm, as torch.compile passes them.
+    const char* attr = act == 1 || act == 2 ? "gelu" : act == 3 ? "relu" : "none";
+    std::optional<std::string> algorithm =
+        act == 1 ? "none" : act == 2 ? "tanh" : std::string();
     std::vector<c10::IValue> stack;
     stack.emplace_back(*x);
     stack.emplace_back(*w);
     stack.emplace_back(bias);
-    stack.emplace_back(std::string("none"));
+    stack.emplace_back(std::string(attr));
     stack.emplace_back(c10::List<std::optional<at::Scalar>>());
-    stack.emplace_back(std::optional<std::string>(std::string()));
+    stack.emplace_back(algorithm);
     op->callBoxed(&stack);
     *out = new at::Tensor(stack.at(0).toTensor());
   });

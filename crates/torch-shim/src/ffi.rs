@@ -42,6 +42,7 @@ extern "C" {
         x: *mut AtTensor,
         w: *mut AtTensor,
         b: *mut AtTensor,
+        act: c_int,
         out: *mut *mut AtTensor,
     ) -> *mut c_char;
     fn glue_shim_set_thread_threads(
@@ -277,7 +278,12 @@ pub fn autocast_enter(
     Ok((was_enabled, previous))
 }
 
-pub fn linear_inference(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor, TorchError> {
+pub fn linear_inference(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    act: c_int,
+) -> Result<Tensor, TorchError> {
     let bias = b.map_or(std::ptr::null_mut(), |b| b.as_ptr() as *mut AtTensor);
     let mut out: *mut AtTensor = std::ptr::null_mut();
     // SAFETY: live tensor handles (bias may be null) and one out-parameter on our stack.
@@ -286,6 +292,7 @@ pub fn linear_inference(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Te
             x.as_ptr() as *mut AtTensor,
             w.as_ptr() as *mut AtTensor,
             bias,
+            act,
             &mut out,
         )
     })?;

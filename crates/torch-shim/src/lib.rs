@@ -6,8 +6,8 @@
 //! - [`clip_grad_norm`] and [`zero_`], the foreach ops behind `clip_grad_norm_` and
 //!   `zero_grad`, one call for all parameters, and [`set_grads_to_none`], torch's
 //!   `zero_grad(set_to_none=True)`;
-//! - [`linear_inference`], an fp32 CPU linear layer through oneDNN when no gradient
-//!   is recorded;
+//! - [`linear_inference`], an fp32 CPU linear layer (and its activation) through
+//!   oneDNN when no gradient is recorded;
 //! - [`autocast`], as `torch.autocast(device, dtype)` on CPU and CUDA with any dtype
 //!   (tch's own `autocast` is CUDA-only and fp16);
 //! - [`set_deterministic`], as `torch.use_deterministic_algorithms`;
@@ -138,26 +138,53 @@ pub fn parallel_for(n: i64, grain: i64, body: impl Fn(i64, i64) + Sync) -> Resul
     ffi::parallel_for(n, grain.max(1), &body)
 }
 
-/// `x @ w^T + b` (`torch.nn.functional.linear`) for inference: in fp32 on CPU,
-/// while autograd records nothing (under `no_grad`, or no input requires grad), it
-/// runs through oneDNN's matmul (`mkldnn::_linear_pointwise`, what torch.compile's
-/// CPU backend emits for a linear layer) instead of MKL's sgemm; ~1.2x the
-/// throughput for BERT's layer shapes on an AVX-512 AMD EPYC, and the same fp32
-/// arithmetic up to summation order. Anything else (gradients to record, other
-/// dtypes or devices, autocast, a libtorch without oneDNN) is `at::linear`.
+/// The activation [`linear_inference`] applies to its output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    None,
+    /// `F.gelu(x)` (erf).
+    Gelu,
+    /// `F.gelu(x, approximate="tanh")`.
+    GeluTanh,
+    Relu,
+}
+
+/// `act(x @ w^T + b)` (`torch.nn.functional.linear`, then the activation) for
+/// inference: in fp32 on CPU, while autograd records nothing (under `no_grad`, or no
+/// input requires grad), it runs through oneDNN's matmul (`mkldnn::_linear_pointwise`,
+/// what torch.compile's CPU backend emits for a linear layer) instead of MKL's sgemm,
+/// ~1.2x the throughput for BERT's layer shapes on an AVX-512 AMD EPYC, with the
+/// activation applied by the matmul as it writes its output (a post-op) rather than
+/// in a pass of its own; the same fp32 arithmetic up to summation order. Anything else
+/// (gradients to record, other dtypes or devices, autocast, a libtorch without oneDNN)
+/// is `at::linear` and the activation.
 ///
 /// ```
 /// use tch::{Device, Kind, Tensor};
+/// use torch_shim::Activation;
 ///
 /// let x = Tensor::ones([5, 8], (Kind::Float, Device::Cpu));
 /// let w = Tensor::ones([3, 8], (Kind::Float, Device::Cpu));
 /// let b = Tensor::from_slice(&[1f32, 2., 3.]);
-/// let y = tch::no_grad(|| torch_shim::linear_inference(&x, &w, Some(&b)))?;
+/// let y = tch::no_grad(|| torch_shim::linear_inference(&x, &w, Some(&b), Activation::None))?;
 /// assert!(y.allclose(&x.linear(&w, Some(&b)), 1e-6, 1e-6, false));
+/// let y = tch::no_grad(|| torch_shim::linear_inference(&x, &w, Some(&b), Activation::Gelu))?;
+/// assert!(y.allclose(&x.linear(&w, Some(&b)).gelu("none"), 1e-6, 1e-6, false));
 /// # Ok::<(), torch_shim::TorchError>(())
 /// ```
-pub fn linear_inference(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
-    ffi::linear_inference(x, w, b)
+pub fn linear_inference(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    act: Activation,
+) -> Result<Tensor> {
+    let code = match act {
+        Activation::None => 0,
+        Activation::Gelu => 1,
+        Activation::GeluTanh => 2,
+        Activation::Relu => 3,
+    };
+    ffi::linear_inference(x, w, b, code)
 }
 
 /// Runs `f` with this thread's intra-op parallelism limited to `threads` (OpenMP's
@@ -316,5 +343,33 @@ mod tests {
         .unwrap();
         assert_eq!(inside, (1, 1));
         assert_eq!(tch::get_num_threads(), before);
+    }
+
+    /// Each post-op equals libtorch's own activation applied after `at::linear`, at a
+    /// BERT FFN shape (oneDNN's matmul), with and without grad mode.
+    #[test]
+    fn fused_activations_match_torch() {
+        use super::Activation;
+        use tch::{Device, Kind, Tensor};
+        tch::manual_seed(0);
+        let x = Tensor::randn([37, 64], (Kind::Float, Device::Cpu));
+        let w = Tensor::randn([256, 64], (Kind::Float, Device::Cpu)) * 0.2;
+        let b = Tensor::randn([256], (Kind::Float, Device::Cpu));
+        let y = x.linear(&w, Some(&b));
+        let cases = [
+            (Activation::None, y.shallow_clone()),
+            (Activation::Gelu, y.gelu("none")),
+            (Activation::GeluTanh, y.gelu("tanh")),
+            (Activation::Relu, y.relu()),
+        ];
+        for (act, want) in cases {
+            for got in [
+                tch::no_grad(|| super::linear_inference(&x, &w, Some(&b), act)).unwrap(),
+                super::linear_inference(&x, &w, Some(&b), act).unwrap(),
+            ] {
+                let err = (&got - &want).abs().max().double_value(&[]);
+                assert!(err < 1e-5, "{act:?}: max error {err}");
+            }
+        }
     }
 }
