@@ -42,6 +42,16 @@ fn main() {
         .file("cpp/shim.cpp")
         .file("cpp/distributed.cpp")
         .file("cpp/nccl.cpp");
+    // libtorch's intra-op threads are an OpenMP team (AT_PARALLEL_OPENMP), and
+    // at::parallel_for is a header template: compiled without OpenMP it runs its whole
+    // range on the calling thread. Built with -fopenmp against the libgomp the wheel
+    // ships (the runtime libtorch_cpu itself loads), the shim's loops share that team.
+    let gomp = lib.join("libgomp.so.1");
+    println!("cargo:rerun-if-changed={}", gomp.display());
+    if gomp.is_file() {
+        build.flag("-fopenmp");
+        println!("cargo:rustc-link-lib=dylib:+verbatim=libgomp.so.1");
+    }
     if let Some(gloo) = gloo_include() {
         build.include(gloo).define("USE_C10D_GLOO", None);
     } else {

@@ -16,10 +16,13 @@
 #include <vector>
 
 // The intra-op thread settings of the calling thread. Weak: a libtorch built without
-// OpenMP or MKL has none of them, and the calls below are then skipped.
+// OpenMP or MKL has none of them, and the calls below are then skipped. (Built with
+// -fopenmp, ATen/Parallel.h has declared OpenMP's already.)
 extern "C" {
+#ifndef _OPENMP
 int omp_get_max_threads(void) __attribute__((weak));
 void omp_set_num_threads(int) __attribute__((weak));
+#endif
 int MKL_Set_Num_Threads_Local(int) __attribute__((weak));
 }
 

@@ -345,6 +345,22 @@ mod tests {
         assert_eq!(tch::get_num_threads(), before);
     }
 
+    /// The shim is built with OpenMP, so its loops run on libtorch's intra-op team:
+    /// without it at::parallel_for compiles to one call on the calling thread.
+    #[test]
+    fn parallel_for_runs_on_several_threads() {
+        let threads = super::with_intra_op_threads(2, || {
+            let ids = std::sync::Mutex::new(std::collections::HashSet::new());
+            super::parallel_for(1000, 1, |_, _| {
+                ids.lock().unwrap().insert(std::thread::current().id());
+            })
+            .unwrap();
+            ids.into_inner().unwrap().len()
+        })
+        .unwrap();
+        assert_eq!(threads, 2);
+    }
+
     /// Each post-op equals libtorch's own activation applied after `at::linear`, at a
     /// BERT FFN shape (oneDNN's matmul), with and without grad mode.
     #[test]
