@@ -375,6 +375,53 @@ fn table(sides: &[(String, bool, bool)], outcomes: &[Vec<Outcome>], task: &str) 
         );
         out.push_str(&" |".repeat(metric_keys.len()));
     }
+    // This VM's speed drifts within the hour: a ratio from runs next to each other in
+    // one round is steadier than a ratio of means, so each round's is listed too.
+    if outcomes[0].len() > 1 {
+        out.push('\n');
+        for ((label, _, _), runs) in sides.iter().zip(outcomes).skip(1) {
+            let per_round = |key: &str, theirs_over_ours: bool| -> Vec<f64> {
+                ours.iter()
+                    .zip(runs)
+                    .filter_map(|(a, b)| {
+                        let (a, b) = (num(&a.results, key)?, num(&b.results, key)?);
+                        Some(if theirs_over_ours { b / a } else { a / b })
+                    })
+                    .collect()
+            };
+            let list = |v: &[f64]| {
+                let each: Vec<String> = v.iter().map(|r| format!("{r:.2}x")).collect();
+                format!("{} (median {:.2}x)", each.join(", "), median(v))
+            };
+            let _ = write!(
+                out,
+                "\n{} vs {label}, per round: training {}; evaluation {}",
+                sides[0].0,
+                list(&per_round("train_runtime", true)),
+                list(&per_round("eval_samples_per_second", false)),
+            );
+        }
+    }
     out.push('\n');
     out
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(super::median(&[2.5, 1.0, 9.0]), 2.5);
+        assert_eq!(super::median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(super::median(&[]).is_nan());
+    }
 }
