@@ -4,6 +4,8 @@
 //! DeBERTa-v2/v3 (`modeling_deberta_v2.py`: disentangled relative-position attention).
 //! Parameter paths equal HF's state-dict keys, so one save is loadable by both.
 
+use std::sync::{PoisonError, RwLock};
+
 use tch::nn::{self, Init};
 use tch::{Device, Kind, Reduction, TchError, Tensor};
 
@@ -82,6 +84,21 @@ fn embedding(p: nn::Path, n: i64, cfg: &BertConfig) -> nn::Embedding {
 struct Projection {
     linear: nn::Linear,
     lora: Option<LoraLayer>,
+    /// The weight in oneDNN's layout, while an [`InferenceWeights`] guard lives.
+    packed: RwLock<Option<torch_shim::PackedWeight>>,
+}
+
+impl Projection {
+    fn pack(&self, kind: Kind) -> TchResult<()> {
+        let packed = torch_shim::PackedWeight::new(&self.linear.ws, kind, 0)
+            .map_err(|e| TchError::Torch(e.to_string()))?;
+        *self.packed.write().unwrap_or_else(PoisonError::into_inner) = packed;
+        Ok(())
+    }
+
+    fn unpack(&self) {
+        *self.packed.write().unwrap_or_else(PoisonError::into_inner) = None;
+    }
 }
 
 #[derive(Debug)]
@@ -123,7 +140,11 @@ fn linear(p: nn::Path, cfg: &BertConfig, input: i64, output: i64) -> Projection 
         },
     );
     init_normal_(&linear.ws, cfg);
-    Projection { linear, lora }
+    Projection {
+        linear,
+        lora,
+        packed: RwLock::new(None),
+    }
 }
 
 /// `x @ W^T + b` (plus PEFT's `lora_B(lora_A(dropout(x))) * scaling`); under autocast
@@ -151,7 +172,8 @@ fn apply_linear_then(
             Some(act) if fused => post_op(act),
             _ => torch_shim::Activation::None,
         };
-        torch_shim::linear_inference(x, &l.linear.ws, l.linear.bs.as_ref(), post)
+        let packed = l.packed.read().unwrap_or_else(PoisonError::into_inner);
+        torch_shim::linear_inference(x, &l.linear.ws, packed.as_ref(), l.linear.bs.as_ref(), post)
             .map_err(|e| TchError::Torch(e.to_string()))?
     };
     let y = match &l.lora {
@@ -432,6 +454,18 @@ struct RelativeContext {
 }
 
 impl Attention {
+    fn projections(&self) -> impl Iterator<Item = &Projection> {
+        let relative = self
+            .disentangled
+            .as_ref()
+            .and_then(|d| d.relative.as_ref())
+            .into_iter()
+            .flat_map(|r| r.pos_key.iter().chain(r.pos_query.iter()));
+        [&self.query, &self.key, &self.value, &self.output]
+            .into_iter()
+            .chain(relative)
+    }
+
     /// `layer`: the path of one encoder layer.
     fn load(layer: &nn::Path, cfg: &BertConfig) -> Self {
         let h = cfg.hidden_size;
@@ -721,6 +755,10 @@ impl FeedForward {
         }
     }
 
+    fn projections(&self) -> impl Iterator<Item = &Projection> {
+        [&self.intermediate, &self.output].into_iter()
+    }
+
     fn forward(&self, x: &Tensor, train: bool) -> TchResult<Tensor> {
         let y = apply_linear_then(x, &self.intermediate, train, Some(self.act))?;
         let y = dropout(&apply_linear(&y, &self.output, train)?, self.dropout, train)?;
@@ -886,6 +924,17 @@ impl BertModel {
 
     pub fn last_layer(&self) -> LastLayer {
         self.last_layer
+    }
+
+    fn projections(&self) -> impl Iterator<Item = &Projection> {
+        self.layers
+            .iter()
+            .flat_map(|l| {
+                l.attention
+                    .projections()
+                    .chain(l.feed_forward.projections())
+            })
+            .chain(self.pooler.iter())
     }
 
     /// Whether layer `i` computes the first token only.
@@ -1082,6 +1131,37 @@ enum Head {
     },
 }
 
+impl Head {
+    fn projections(&self) -> Vec<&Projection> {
+        match self {
+            Head::Linear { classifier } => vec![classifier],
+            Head::PreClassifier {
+                pre_classifier,
+                classifier,
+            } => vec![pre_classifier, classifier],
+            Head::Roberta { dense, out_proj } => vec![dense, out_proj],
+            Head::Deberta {
+                pooler, classifier, ..
+            } => vec![pooler, classifier],
+        }
+    }
+}
+
+/// The linear layers' packed weights; see [`SequenceClassifier::pack_for_inference`].
+/// Dropping it returns the model to its plain weights.
+#[derive(Debug)]
+pub struct InferenceWeights<'a> {
+    projections: Vec<&'a Projection>,
+}
+
+impl Drop for InferenceWeights<'_> {
+    fn drop(&mut self) {
+        for p in &self.projections {
+            p.unpack();
+        }
+    }
+}
+
 /// HF `BertForSequenceClassification`, `DistilBertForSequenceClassification` or
 /// `RobertaForSequenceClassification`: the encoder and its architecture's head.
 #[derive(Debug)]
@@ -1134,6 +1214,35 @@ impl SequenceClassifier {
 
     pub fn num_labels(&self) -> i64 {
         self.num_labels
+    }
+
+    /// Every linear layer's weight reordered once into oneDNN's matmul layout for CPU
+    /// inference ([`torch_shim::PackedWeight`]), until the guard drops: forwards with
+    /// `train = false` and no gradient recorded then skip one reorder per linear layer
+    /// and call (fp32: ~5% of an MRPC evaluation on an AVX-512 AMD EPYC), for the same
+    /// results. Under [`Precision::Bf16`] the weights are cast to bf16 once and packed
+    /// (on CPUs with bf16 arithmetic, where autocast's linears go to oneDNN), and the
+    /// linears compute what autocast's do. The packed copies (as large as the linear
+    /// weights, half in bf16) do not follow changes to the weights: drop the guard
+    /// before the weights next change. Off the CPU it packs nothing.
+    pub fn pack_for_inference(&self) -> Result<InferenceWeights<'_>> {
+        let kind = match self.bert.precision {
+            Precision::Fp32 => Some(Kind::Float),
+            Precision::Bf16 => crate::device::cpu_has_bf16().then_some(Kind::BFloat16),
+        };
+        let projections: Vec<&Projection> = match kind {
+            Some(_) => self
+                .bert
+                .projections()
+                .chain(self.head.projections())
+                .collect(),
+            None => Vec::new(),
+        };
+        let guard = InferenceWeights { projections };
+        if let Some(kind) = kind {
+            tch::no_grad(|| guard.projections.iter().try_for_each(|p| p.pack(kind)))?;
+        }
+        Ok(guard)
     }
 
     /// `labels`: int64 class indices, or float scores when num_labels == 1 (HF's rule).

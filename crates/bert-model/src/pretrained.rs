@@ -14,7 +14,9 @@ use crate::config::{Architecture, BertConfig};
 use crate::error::{io_error, BertError, Result};
 use crate::hub::ModelSource;
 use crate::lora::{LoraConfig, ADAPTER_PREFIX};
-use crate::model::{LastLayer, Layout, Precision, SequenceClassifier, SequenceClassifierOutput};
+use crate::model::{
+    InferenceWeights, LastLayer, Layout, Precision, SequenceClassifier, SequenceClassifierOutput,
+};
 
 /// Files copied next to the weights so a saved folder is a complete HF model folder.
 const TOKENIZER_FILES: &[&str] = &[
@@ -473,6 +475,12 @@ impl BertForSequenceClassification {
 
     pub fn device(&self) -> Device {
         self.vs.device()
+    }
+
+    /// See [`SequenceClassifier::pack_for_inference`]: faster fp32 CPU inference
+    /// while the guard lives; drop it before the weights next change.
+    pub fn pack_for_inference(&self) -> Result<InferenceWeights<'_>> {
+        self.model.pack_for_inference()
     }
 
     pub fn forward(

@@ -160,8 +160,56 @@ fn classification_matches_hf_on_mrpc_and_sst2_in_both_layouts() {
                 d_logits <= LOGITS_REL && d_hidden <= HIDDEN_REL && d_loss <= 1e-6,
                 "{name} {layout:?} without autograd: logits {d_logits:e}, hidden {d_hidden:e}, loss {d_loss:e} from HF's"
             );
+            // And with the weights packed for oneDNN, as evaluation runs.
+            let packed = model.pack_for_inference().unwrap();
+            let out = tch::no_grad(|| {
+                model
+                    .forward(&ids, &types, &mask, Some(&labels), false)
+                    .unwrap()
+            });
+            drop(packed);
+            let d_logits = max_abs_diff(&out.logits, &theirs_logits) / scale(&theirs_logits);
+            let d_hidden =
+                max_abs_diff(&real_tokens(&out.last_hidden_state, &mask), &theirs_hidden)
+                    / scale(&theirs_hidden);
+            let d_loss =
+                (out.loss.unwrap().double_value(&[]) - case["loss"].as_f64().unwrap()).abs();
+            eprintln!("{name} {layout:?} packed (relative): logits {d_logits:.2e} hidden {d_hidden:.2e} loss {d_loss:.2e}");
+            assert!(
+                d_logits <= LOGITS_REL && d_hidden <= HIDDEN_REL && d_loss <= 1e-6,
+                "{name} {layout:?} with packed weights: logits {d_logits:e}, hidden {d_hidden:e}, loss {d_loss:e} from HF's"
+            );
         }
     }
+}
+
+/// Packed weights are a copy: once their guard drops, forwards read the weights again.
+#[test]
+fn packed_weights_end_with_their_guard() {
+    tch::set_num_threads(1);
+    let g = golden();
+    let model = model_with_head(&["not_equivalent", "equivalent"], &g["classification_head"]);
+    let (ids, types, mask) = inputs(&g["cases"][0]);
+    let logits = || {
+        tch::no_grad(|| {
+            model
+                .forward(&ids, &types, &mask, None, false)
+                .unwrap()
+                .logits
+        })
+    };
+    let packed = model.pack_for_inference().unwrap();
+    assert!(logits().abs().max().double_value(&[]) > 0.0);
+    drop(packed);
+    tch::no_grad(|| {
+        for (name, mut v) in model.vs.variables() {
+            if name.starts_with("classifier.") {
+                let _ = v.zero_();
+            }
+        }
+    });
+    let d = logits().abs().max().double_value(&[]);
+    assert_eq!(d, 0.0, "a zeroed classifier gave logits up to {d:e}");
 }
 
 /// Training-mode layouts, and the last layer over the first token only, give the same
@@ -308,11 +356,33 @@ fn bf16_matches_hf_autocast_in_both_layouts() {
             let name = case["name"].as_str().unwrap();
             let (ids, types, mask) = inputs(case);
             let labels = Tensor::from_slice(&ints(&case["labels"]));
+            // As evaluation runs: bf16 weights packed for oneDNN (on bf16 CPUs).
+            let packed = model.pack_for_inference().unwrap();
+            let out_packed = tch::no_grad(|| {
+                model
+                    .forward(&ids, &types, &mask, Some(&labels), false)
+                    .unwrap()
+            });
+            drop(packed);
             let out = tch::no_grad(|| {
                 model
                     .forward(&ids, &types, &mask, Some(&labels), false)
                     .unwrap()
             });
+            let d = (&out.logits - &out_packed.logits)
+                .abs()
+                .max()
+                .double_value(&[]);
+            assert!(
+                d <= 1e-3,
+                "bf16 {name} {layout:?}: packed weights move logits by {d:e}"
+            );
+            let hidden = real_tokens(&out_packed.last_hidden_state, &mask);
+            let d = mean_abs_diff(&hidden, &floats(&case["hidden_real_tokens"]));
+            assert!(
+                d <= 1.6e-3,
+                "bf16 {name} {layout:?} packed: hidden states differ by {d:e} on average"
+            );
             assert_eq!(out.logits.kind(), Kind::Float);
             assert_eq!(
                 out.last_hidden_state.kind(),

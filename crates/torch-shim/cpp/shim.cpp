@@ -119,10 +119,15 @@ char* glue_shim_set_thread_threads(int n, int restore_omp, int restore_mkl,
 // (`mkldnn::_linear_pointwise`, the op torch.compile's CPU backend emits for linear
 // layers), with the activation fused into it as a post-op, else at::linear and the
 // activation. oneDNN's kernel has no backward, so it is taken only when autograd
-// records nothing: grad mode off, or no input requiring grad. Not under autocast,
-// which has its own bf16 routing. `act`: 0 none, 1 GELU (erf), 2 GELU (tanh), 3 ReLU.
-char* glue_shim_linear_inference(at::Tensor* x, at::Tensor* w, at::Tensor* b, int act,
-                                 at::Tensor** out) {
+// records nothing: grad mode off, or no input requiring grad. `act`: 0 none,
+// 1 GELU (erf), 2 GELU (tanh), 3 ReLU.
+// `packed`, when not null, is `w` as glue_shim_pack_linear_weight laid it out. An fp32
+// one replaces `w` on the oneDNN path. A bf16 one serves CPU bf16 autocast: the linear
+// autocast runs (input and bias cast to bf16, a bf16 output), from the packed weight,
+// and the activation after it on that output, as autocast runs them; otherwise
+// autocast keeps its own routing.
+char* glue_shim_linear_inference(at::Tensor* x, at::Tensor* w, at::Tensor* packed,
+                                 at::Tensor* b, int act, at::Tensor** out) {
   return guarded([&] {
     static const auto op =
         c10::Dispatcher::singleton().findOp({"mkldnn::_linear_pointwise", ""});
@@ -130,35 +135,75 @@ char* glue_shim_linear_inference(at::Tensor* x, at::Tensor* w, at::Tensor* b, in
     if (b != nullptr) {
       bias = *b;
     }
+    auto activation = [act](at::Tensor y) {
+      switch (act) {
+        case 1: return at::gelu(y, "none");
+        case 2: return at::gelu(y, "tanh");
+        case 3: return at::relu(y);
+        default: return y;
+      }
+    };
+    // The post-op and its algorithm, as torch.compile passes them.
+    auto onednn = [&](const at::Tensor& input, const at::Tensor& weight,
+                      const std::optional<at::Tensor>& bias, int post) {
+      const char* attr = post == 1 || post == 2 ? "gelu" : post == 3 ? "relu" : "none";
+      std::optional<std::string> algorithm =
+          post == 1 ? "none" : post == 2 ? "tanh" : std::string();
+      std::vector<c10::IValue> stack;
+      stack.emplace_back(input);
+      stack.emplace_back(weight);
+      stack.emplace_back(bias);
+      stack.emplace_back(std::string(attr));
+      stack.emplace_back(c10::List<std::optional<at::Scalar>>());
+      stack.emplace_back(algorithm);
+      op->callBoxed(&stack);
+      return stack.at(0).toTensor();
+    };
     bool records = at::GradMode::is_enabled() &&
                    (x->requires_grad() || w->requires_grad() ||
                     (bias && bias->requires_grad()));
-    bool fp32_cpu = x->device().is_cpu() && x->scalar_type() == at::kFloat &&
-                    w->scalar_type() == at::kFloat &&
-                    (!bias || bias->scalar_type() == at::kFloat);
-    if (!op || !at::hasMKLDNN() || records || !fp32_cpu || x->dim() < 2 ||
-        at::autocast::is_autocast_enabled(at::kCPU)) {
-      at::Tensor y = at::linear(*x, *w, bias);
-      switch (act) {
-        case 1: y = at::gelu(y, "none"); break;
-        case 2: y = at::gelu(y, "tanh"); break;
-        case 3: y = at::relu(y); break;
-        default: break;
+    bool usable = op && at::hasMKLDNN() && !records && x->device().is_cpu() && x->dim() >= 2;
+    bool autocast = at::autocast::is_autocast_enabled(at::kCPU);
+    if (usable && autocast && packed != nullptr && packed->scalar_type() == at::kBFloat16 &&
+        at::autocast::get_autocast_dtype(at::kCPU) == at::kBFloat16) {
+      std::optional<at::Tensor> bias_bf16;
+      if (bias) {
+        bias_bf16 = bias->to(at::kBFloat16);
       }
-      *out = new at::Tensor(std::move(y));
+      at::Tensor y = onednn(x->to(at::kBFloat16), *packed, bias_bf16, 0);
+      *out = new at::Tensor(activation(std::move(y)));
       return;
     }
-    // The post-op and its algorithm, as torch.compile passes them.
-    const char* attr = act == 1 || act == 2 ? "gelu" : act == 3 ? "relu" : "none";
-    std::optional<std::string> algorithm =
-        act == 1 ? "none" : act == 2 ? "tanh" : std::string();
+    bool fp32 = x->scalar_type() == at::kFloat && w->scalar_type() == at::kFloat &&
+                (!bias || bias->scalar_type() == at::kFloat);
+    if (!usable || autocast || !fp32) {
+      *out = new at::Tensor(activation(at::linear(*x, *w, bias)));
+      return;
+    }
+    bool packed_fp32 = packed != nullptr && packed->scalar_type() == at::kFloat;
+    *out = new at::Tensor(onednn(*x, packed_fp32 ? *packed : *w, bias, act));
+  });
+}
+
+// An fp32 CPU weight `[out, in]` reordered once into the blocked layout oneDNN's
+// matmul computes with (`mkldnn::_reorder_linear_weight`, what torch.compile's
+// freezing pass does to a linear layer's weight), cast to bf16 first when `bf16`.
+// Given the plain weight, oneDNN reorders it on every call. `*out` stays null off the
+// CPU or in a libtorch without oneDNN. `rows` > 0 hints the row count of the inputs
+// (`batch_size`; the layout barely depends on it).
+char* glue_shim_pack_linear_weight(at::Tensor* w, int64_t rows, int bf16, at::Tensor** out) {
+  return guarded([&] {
+    *out = nullptr;
+    static const auto op =
+        c10::Dispatcher::singleton().findOp({"mkldnn::_reorder_linear_weight", ""});
+    if (!op || !at::hasMKLDNN() || !w->device().is_cpu() || w->scalar_type() != at::kFloat ||
+        w->dim() != 2) {
+      return;
+    }
+    at::NoGradGuard no_grad;
     std::vector<c10::IValue> stack;
-    stack.emplace_back(*x);
-    stack.emplace_back(*w);
-    stack.emplace_back(bias);
-    stack.emplace_back(std::string(attr));
-    stack.emplace_back(c10::List<std::optional<at::Scalar>>());
-    stack.emplace_back(algorithm);
+    stack.emplace_back(bf16 != 0 ? w->detach().to(at::kBFloat16) : w->detach());
+    stack.emplace_back(rows > 0 ? std::optional<int64_t>(rows) : std::nullopt);
     op->callBoxed(&stack);
     *out = new at::Tensor(stack.at(0).toTensor());
   });

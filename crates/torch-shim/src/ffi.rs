@@ -41,8 +41,15 @@ extern "C" {
     fn glue_shim_linear_inference(
         x: *mut AtTensor,
         w: *mut AtTensor,
+        packed: *mut AtTensor,
         b: *mut AtTensor,
         act: c_int,
+        out: *mut *mut AtTensor,
+    ) -> *mut c_char;
+    fn glue_shim_pack_linear_weight(
+        w: *mut AtTensor,
+        rows: i64,
+        bf16: c_int,
         out: *mut *mut AtTensor,
     ) -> *mut c_char;
     fn glue_shim_set_thread_threads(
@@ -281,17 +288,21 @@ pub fn autocast_enter(
 pub fn linear_inference(
     x: &Tensor,
     w: &Tensor,
+    packed: Option<&Tensor>,
     b: Option<&Tensor>,
     act: c_int,
 ) -> Result<Tensor, TorchError> {
-    let bias = b.map_or(std::ptr::null_mut(), |b| b.as_ptr() as *mut AtTensor);
+    let optional =
+        |t: Option<&Tensor>| t.map_or(std::ptr::null_mut(), |t| t.as_ptr() as *mut AtTensor);
     let mut out: *mut AtTensor = std::ptr::null_mut();
-    // SAFETY: live tensor handles (bias may be null) and one out-parameter on our stack.
+    // SAFETY: live tensor handles (packed and bias may be null) and one out-parameter
+    // on our stack.
     check(unsafe {
         glue_shim_linear_inference(
             x.as_ptr() as *mut AtTensor,
             w.as_ptr() as *mut AtTensor,
-            bias,
+            optional(packed),
+            optional(b),
             act,
             &mut out,
         )
@@ -299,6 +310,22 @@ pub fn linear_inference(
     // SAFETY: on success `out` is a new `at::Tensor*` that we own, as tch's own
     // constructors return them.
     Ok(unsafe { Tensor::from_ptr(out) })
+}
+
+/// `w` (cast to bf16 with `bf16`) in oneDNN's matmul layout, or `None` off the CPU.
+pub fn pack_linear_weight(w: &Tensor, rows: i64, bf16: bool) -> Result<Option<Tensor>, TorchError> {
+    let mut out: *mut AtTensor = std::ptr::null_mut();
+    // SAFETY: a live tensor handle and one out-parameter on our stack.
+    check(unsafe {
+        glue_shim_pack_linear_weight(
+            w.as_ptr() as *mut AtTensor,
+            rows,
+            c_int::from(bf16),
+            &mut out,
+        )
+    })?;
+    // SAFETY: when not null, `out` is a new `at::Tensor*` that we own.
+    Ok((!out.is_null()).then(|| unsafe { Tensor::from_ptr(out) }))
 }
 
 /// Sets this thread's intra-op thread counts (`n` > 0), or restores `restore`

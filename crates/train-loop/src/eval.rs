@@ -65,6 +65,8 @@ pub fn evaluate(
     batch_size: usize,
 ) -> Result<EvalOutput> {
     let start = Instant::now();
+    // The weights stay put until evaluation returns.
+    let _packed = model.pack_for_inference()?;
     let device = model.device();
     let labelled = split.labels.iter().all(|l| !l.is_missing());
     let regression_task = task.spec().is_regression();
