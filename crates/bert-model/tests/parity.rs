@@ -143,42 +143,28 @@ fn classification_matches_hf_on_mrpc_and_sst2_in_both_layouts() {
                 d_grad <= 1e-5,
                 "{name} {layout:?}: classifier grad differs by {d_grad:e}"
             );
-            // Without autograd, as evaluation runs (fp32 linears through oneDNN).
-            let out = tch::no_grad(|| {
-                model
-                    .forward(&ids, &types, &mask, Some(&labels), false)
-                    .unwrap()
-            });
-            let d_logits = max_abs_diff(&out.logits, &theirs_logits) / scale(&theirs_logits);
-            let d_hidden =
-                max_abs_diff(&real_tokens(&out.last_hidden_state, &mask), &theirs_hidden)
-                    / scale(&theirs_hidden);
-            let d_loss =
-                (out.loss.unwrap().double_value(&[]) - case["loss"].as_f64().unwrap()).abs();
-            eprintln!("{name} {layout:?} no_grad (relative): logits {d_logits:.2e} hidden {d_hidden:.2e} loss {d_loss:.2e}");
-            assert!(
-                d_logits <= LOGITS_REL && d_hidden <= HIDDEN_REL && d_loss <= 1e-6,
-                "{name} {layout:?} without autograd: logits {d_logits:e}, hidden {d_hidden:e}, loss {d_loss:e} from HF's"
-            );
-            // And with the weights packed for oneDNN, as evaluation runs.
-            let packed = model.pack_for_inference().unwrap();
-            let out = tch::no_grad(|| {
-                model
-                    .forward(&ids, &types, &mask, Some(&labels), false)
-                    .unwrap()
-            });
-            drop(packed);
-            let d_logits = max_abs_diff(&out.logits, &theirs_logits) / scale(&theirs_logits);
-            let d_hidden =
-                max_abs_diff(&real_tokens(&out.last_hidden_state, &mask), &theirs_hidden)
-                    / scale(&theirs_hidden);
-            let d_loss =
-                (out.loss.unwrap().double_value(&[]) - case["loss"].as_f64().unwrap()).abs();
-            eprintln!("{name} {layout:?} packed (relative): logits {d_logits:.2e} hidden {d_hidden:.2e} loss {d_loss:.2e}");
-            assert!(
-                d_logits <= LOGITS_REL && d_hidden <= HIDDEN_REL && d_loss <= 1e-6,
-                "{name} {layout:?} with packed weights: logits {d_logits:e}, hidden {d_hidden:e}, loss {d_loss:e} from HF's"
-            );
+            // Without autograd, as evaluation runs (fp32 linears through oneDNN), with
+            // the plain weights and with them packed for oneDNN.
+            for packed in [false, true] {
+                let guard = packed.then(|| model.pack_for_inference().unwrap());
+                let out = tch::no_grad(|| {
+                    model
+                        .forward(&ids, &types, &mask, Some(&labels), false)
+                        .unwrap()
+                });
+                drop(guard);
+                let d_logits = max_abs_diff(&out.logits, &theirs_logits) / scale(&theirs_logits);
+                let d_hidden =
+                    max_abs_diff(&real_tokens(&out.last_hidden_state, &mask), &theirs_hidden)
+                        / scale(&theirs_hidden);
+                let d_loss =
+                    (out.loss.unwrap().double_value(&[]) - case["loss"].as_f64().unwrap()).abs();
+                eprintln!("{name} {layout:?} no_grad, packed {packed} (relative): logits {d_logits:.2e} hidden {d_hidden:.2e} loss {d_loss:.2e}");
+                assert!(
+                    d_logits <= LOGITS_REL && d_hidden <= HIDDEN_REL && d_loss <= 1e-6,
+                    "{name} {layout:?} without autograd, packed {packed}: logits {d_logits:e}, hidden {d_hidden:e}, loss {d_loss:e} from HF's"
+                );
+            }
         }
     }
 }

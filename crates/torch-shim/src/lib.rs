@@ -402,16 +402,23 @@ mod tests {
         assert_eq!(threads, 2);
     }
 
-    /// Each post-op equals libtorch's own activation applied after `at::linear`, at a
-    /// BERT FFN shape (oneDNN's matmul), with and without grad mode.
-    #[test]
-    fn fused_activations_match_torch() {
-        use super::Activation;
+    /// An input, weight and bias of a linear layer from 64 to 256 features, 37 rows.
+    fn linear_inputs() -> (tch::Tensor, tch::Tensor, tch::Tensor) {
         use tch::{Device, Kind, Tensor};
         tch::manual_seed(0);
         let x = Tensor::randn([37, 64], (Kind::Float, Device::Cpu));
         let w = Tensor::randn([256, 64], (Kind::Float, Device::Cpu)) * 0.2;
         let b = Tensor::randn([256], (Kind::Float, Device::Cpu));
+        (x, w, b)
+    }
+
+    /// Each post-op equals libtorch's own activation applied after `at::linear`, at a
+    /// BERT FFN shape (oneDNN's matmul), with and without grad mode.
+    #[test]
+    fn fused_activations_match_torch() {
+        use super::Activation;
+        use tch::Kind;
+        let (x, w, b) = linear_inputs();
         let y = x.linear(&w, Some(&b));
         let cases = [
             (Activation::None, y.shallow_clone()),
@@ -435,16 +442,13 @@ mod tests {
     }
 
     /// Under CPU bf16 autocast a bf16 packed weight gives autocast's own linear and
-    /// activation, bit for bit (bf16 output, the activation on it); an fp32 packed one
-    /// leaves autocast to its own routing.
+    /// activation (bf16 output, the activation on it); an fp32 packed one leaves
+    /// autocast to its own routing.
     #[test]
     fn bf16_packed_weight_is_autocasts_linear() {
         use super::Activation;
-        use tch::{Device, Kind, Tensor};
-        tch::manual_seed(0);
-        let x = Tensor::randn([37, 64], (Kind::Float, Device::Cpu));
-        let w = Tensor::randn([256, 64], (Kind::Float, Device::Cpu)) * 0.2;
-        let b = Tensor::randn([256], (Kind::Float, Device::Cpu));
+        use tch::{Device, Kind};
+        let (x, w, b) = linear_inputs();
         let bf16 = super::PackedWeight::new(&w, Kind::BFloat16, 0).unwrap();
         let fp32 = super::PackedWeight::new(&w, Kind::Float, 0).unwrap();
         for (act, torch_act) in [(Activation::None, None), (Activation::Gelu, Some("none"))] {
