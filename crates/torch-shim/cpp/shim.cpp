@@ -185,10 +185,10 @@ char* glue_shim_linear_inference(at::Tensor* x, at::Tensor* w, at::Tensor* packe
   });
 }
 
-// An fp32 CPU weight `[out, in]` reordered once into the blocked layout oneDNN's
-// matmul computes with (`mkldnn::_reorder_linear_weight`, what torch.compile's
-// freezing pass does to a linear layer's weight), cast to bf16 first when `bf16`.
-// Given the plain weight, oneDNN reorders it on every call. `*out` stays null off the
+// An fp32 CPU weight `[out, in]` reordered once into the layout oneDNN's inner product
+// asks for (`mkldnn::_reorder_linear_weight`, what torch.compile's freezing pass does
+// to a linear layer's weight), cast to bf16 first when `bf16`. Given the plain weight,
+// oneDNN reorders it on every call. `*out` stays null off the
 // CPU or in a libtorch without oneDNN. `rows` > 0 hints the row count of the inputs
 // (`batch_size`; the layout barely depends on it).
 char* glue_shim_pack_linear_weight(at::Tensor* w, int64_t rows, int bf16, at::Tensor** out) {

@@ -193,12 +193,12 @@ pub fn linear_inference(
     ffi::linear_inference(x, w, packed.map(|p| &p.0), b, code)
 }
 
-/// A linear layer's fp32 CPU weight reordered once into the blocked layout oneDNN's
-/// matmul computes with (`mkldnn::_reorder_linear_weight`, as torch.compile's freezing
-/// pass prepares a linear layer), for [`linear_inference`]. Given the plain weight,
-/// oneDNN reorders it on every call: ~8% of an fp32 MRPC evaluation on an AVX-512
-/// AMD EPYC, the weights coming back from memory each time. A copy of the weight: it
-/// does not follow later changes to it.
+/// A linear layer's fp32 CPU weight reordered once into the layout oneDNN's inner
+/// product asks for (`mkldnn::_reorder_linear_weight`, as torch.compile's freezing pass
+/// prepares a linear layer; for fp32 on an AVX-512 AMD EPYC, the weight transposed), for
+/// [`linear_inference`]. Given the plain weight, oneDNN transposes it on every call:
+/// 8.5% of an fp32 MRPC evaluation there, the weights coming back from memory each
+/// time. A copy of the weight: it does not follow later changes to it.
 ///
 /// A bf16 one serves CPU bf16 autocast: [`linear_inference`] under
 /// `autocast(Cpu, BFloat16)` then computes what autocast's linear does (input and bias
