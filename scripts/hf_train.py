@@ -5,7 +5,8 @@ Trainer and the same settings glue-cli takes (HF defaults: batch 8, lr 5e-5, lin
 schedule, AdamW fused, clipping at 1.0, max_length 128, dynamic padding; eval per
 epoch unless told otherwise), then evaluates once more and writes `all_results.json`
 into --output-dir with the keys glue-cli writes (train_runtime,
-train_samples_per_second, eval_samples_per_second, eval_<metric>).
+train_samples_per_second, eval_samples_per_second, eval_<metric>), and the Trainer's
+`trainer_state.json` (every evaluation's metrics in its log_history).
 
 Run: .venv-ref/bin/python scripts/hf_train.py --task mrpc --model .venv/test-model \
        --data-dir ../shared/glue-mirror --output-dir /tmp/hf-mrpc [--max-steps 50] [--bf16]
@@ -113,6 +114,9 @@ def main():
                     "transformers": transformers.__version__, "torch": torch.__version__})
     os.makedirs(a.output_dir, exist_ok=True)
     Path(a.output_dir, "all_results.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    # Every evaluation's metrics (the after-epoch ones and the final one), as glue-cli
+    # writes them: bench-train averages their samples/s.
+    trainer.state.save_to_json(str(Path(a.output_dir, "trainer_state.json")))
     print(json.dumps({k: v for k, v in metrics.items() if "runtime" in k or "per_second" in k or k.startswith("eval_")}))
 
 
