@@ -7,7 +7,9 @@ torch.nn.utils.clip_grad_norm_ on fixed tensors, the references for train-loop.
   Three variants: `adamw` (single-tensor, foreach=False), `adamw_fused` (fused=True,
   HF Trainer's default `adamw_torch_fused`), and `adamw_tiny_grads` (fused, gradients
   of ~1e-8 so that sqrt(v_hat) is comparable to eps: eps added inside the sqrt, or
-  before the bias correction, would move the parameters by a very different amount).
+  before the bias correction, would move the parameters by a very different amount),
+  and `adamw_fused_clipped` (fused, with clip_grad_norm_(max_norm=2) before every step,
+  as the Trainer does: the large-gradient steps are clipped, the small ones not).
 - Schedules: transformers' get_{linear,cosine,constant}_schedule_with_warmup and
   get_constant_schedule, learning rate at every step.
 - Clipping: total norm returned and the clipped gradients, above and below max_norm.
@@ -33,7 +35,7 @@ def flat(t):
     return [float(x) for x in t.detach().flatten().tolist()]
 
 
-def adamw_case(fused=False, grad_scale=1.0):
+def adamw_case(fused=False, grad_scale=1.0, max_norm=None):
     g = torch.Generator().manual_seed(0)
     w = torch.randn(3, 4, generator=g, dtype=torch.float32)
     b = torch.randn(4, generator=g, dtype=torch.float32)
@@ -53,11 +55,14 @@ def adamw_case(fused=False, grad_scale=1.0):
         gw = torch.randn(3, 4, generator=g) * (0.1 if step % 2 else 3.0) * grad_scale
         gb = torch.randn(4, generator=g) * 0.5 * grad_scale
         w.grad, b.grad = gw.clone(), gb.clone()
+        record = {"lr": lr, "grad_w": flat(gw), "grad_b": flat(gb)}
+        if max_norm is not None:
+            record["grad_norm"] = float(torch.nn.utils.clip_grad_norm_([w, b], max_norm))
         opt.step()
-        steps.append({"lr": lr, "grad_w": flat(gw), "grad_b": flat(gb), "w": flat(w), "b": flat(b)})
+        steps.append({**record, "w": flat(w), "b": flat(b)})
     state_w, state_b = opt.state[w], opt.state[b]
     return {
-        "fused": fused, "grad_scale": grad_scale,
+        "fused": fused, "grad_scale": grad_scale, "max_norm": max_norm,
         "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": {"w": 0.01, "b": 0.0},
         "shape_w": [3, 4], "init": init, "steps": steps,
         "final_state": {
@@ -106,6 +111,7 @@ def main():
         "adamw": adamw_case(),
         "adamw_fused": adamw_case(fused=True),
         "adamw_tiny_grads": adamw_case(fused=True, grad_scale=1e-8),
+        "adamw_fused_clipped": adamw_case(fused=True, max_norm=2.0),
         "schedules": {
             "base_lr": 5e-5, "warmup_steps": 10, "total_steps": 100,
             "linear": schedule(lambda o: get_linear_schedule_with_warmup(o, 10, 100)),

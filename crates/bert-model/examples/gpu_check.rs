@@ -244,6 +244,7 @@ fn fused_adamw(dir: &Path, device: Device) -> Res<Vec<String>> {
                     &[m],
                     &[v],
                     &[&step],
+                    None,
                     torch_shim::AdamWHyper {
                         lr: s["lr"].as_f64().unwrap(),
                         beta1: 0.9,

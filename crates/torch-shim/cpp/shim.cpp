@@ -10,8 +10,10 @@
 
 #include "guarded.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,6 +45,42 @@ at::DeviceType device_type(int device) {
   return device == 1 ? at::kCUDA : at::kCPU;
 }
 
+// The L2 norm of all gradients together, as torch.nn.utils.get_total_norm: the norm
+// of per-tensor norms. ATen reduces a tensor to one value on one thread, and the word
+// embeddings' gradient alone is half of a BERT's, so on CPU the elements are cut into
+// one contiguous range per intra-op thread, each piece's norm taken on its thread;
+// the norm of the pieces' norms is the same up to rounding. Elsewhere ATen's
+// multi-tensor kernel.
+at::Tensor total_norm(const std::vector<at::Tensor>& list) {
+  bool cpu_contiguous = true;
+  int64_t total = 0;
+  for (const auto& g : list) {
+    cpu_contiguous = cpu_contiguous && g.device().is_cpu() && g.is_contiguous();
+    total += g.numel();
+  }
+  if (!cpu_contiguous || at::get_num_threads() < 2) {
+    return at::linalg_vector_norm(at::stack(at::_foreach_norm(list, 2)), 2);
+  }
+  std::vector<std::vector<at::Tensor>> per_thread(at::get_num_threads());
+  at::parallel_for(0, total, /*grain_size=*/1 << 16, [&](int64_t begin, int64_t end) {
+    auto& out = per_thread[at::get_thread_num()];
+    int64_t offset = 0;
+    for (const auto& g : list) {
+      int64_t lo = std::max(begin, offset);
+      int64_t hi = std::min(end, offset + g.numel());
+      if (lo < hi) {
+        out.push_back(at::linalg_vector_norm(g.view({-1}).narrow(0, lo - offset, hi - lo), 2));
+      }
+      offset += g.numel();
+    }
+  });
+  std::vector<at::Tensor> norms;
+  for (auto& pieces : per_thread) {
+    norms.insert(norms.end(), pieces.begin(), pieces.end());
+  }
+  return at::linalg_vector_norm(at::stack(norms), 2);
+}
+
 }  // namespace
 
 extern "C" {
@@ -54,28 +92,41 @@ const char* glue_shim_torch_version() { return TORCH_VERSION; }
 // torch/optim/adamw.py `_fused_adamw` for one parameter group: ATen's fused kernel
 // (one pass over param, grad, exp_avg, exp_avg_sq per tensor). `steps` hold the
 // step count *after* this update, as torch increments them before the call.
+// `grad_scale` (nullable, a float32 0-dim tensor) divides every gradient as the
+// kernel reads it (the divided gradient is written back): the inverse of clipping's
+// factor, so that clipping needs no pass over the gradients of its own.
 char* glue_shim_fused_adamw(at::Tensor** params, at::Tensor** grads,
                             at::Tensor** exp_avgs, at::Tensor** exp_avg_sqs,
                             at::Tensor** steps, size_t n, double lr, double beta1,
-                            double beta2, double weight_decay, double eps) {
+                            double beta2, double weight_decay, double eps,
+                            at::Tensor* grad_scale) {
   return guarded([&] {
+    std::optional<at::Tensor> scale;
+    if (grad_scale != nullptr) {
+      scale = *grad_scale;
+    }
     at::_fused_adamw_(tensors(params, n), tensors(grads, n), tensors(exp_avgs, n),
                       tensors(exp_avg_sqs, n), {}, tensors(steps, n), lr, beta1,
                       beta2, weight_decay, eps, /*amsgrad=*/false,
-                      /*maximize=*/false);
+                      /*maximize=*/false, scale);
   });
 }
 
 // torch.nn.utils.clip_grad_norm_ (foreach path): total L2 norm of all gradients into
 // `total` (a 0-dim tensor), gradients scaled by min(1, max_norm / (total + 1e-6)).
+// With `divisor` (a 0-dim float32 tensor) the gradients are left as they are and the
+// factor's inverse goes there, for the fused AdamW kernel's `grad_scale`.
 char* glue_shim_clip_grad_norm(at::Tensor** grads, size_t n, double max_norm,
-                               at::Tensor* total) {
+                               at::Tensor* total, at::Tensor* divisor) {
   return guarded([&] {
     auto list = tensors(grads, n);
-    auto norms = at::_foreach_norm(list, 2);
-    auto norm = at::linalg_vector_norm(at::stack(norms), 2);
+    auto norm = total_norm(list);
     auto coef = at::clamp_max(max_norm / (norm + 1e-6), 1.0);
-    at::_foreach_mul_(list, coef);
+    if (divisor != nullptr) {
+      divisor->copy_(at::reciprocal(coef));
+    } else {
+      at::_foreach_mul_(list, coef);
+    }
     total->copy_(norm);
   });
 }

@@ -23,12 +23,14 @@ extern "C" {
         beta2: f64,
         weight_decay: f64,
         eps: f64,
+        grad_scale: *mut AtTensor,
     ) -> *mut c_char;
     fn glue_shim_clip_grad_norm(
         grads: *const *mut AtTensor,
         n: usize,
         max_norm: f64,
         total: *mut AtTensor,
+        divisor: *mut AtTensor,
     ) -> *mut c_char;
     fn glue_shim_zero(list: *const *mut AtTensor, n: usize) -> *mut c_char;
     fn glue_shim_parallel_for(
@@ -140,6 +142,11 @@ fn handles(list: &[&Tensor]) -> Vec<*mut AtTensor> {
     list.iter().map(|t| t.as_ptr() as *mut AtTensor).collect()
 }
 
+/// A tensor handle, or null for none.
+fn optional_handle(t: Option<&Tensor>) -> *mut AtTensor {
+    t.map_or(std::ptr::null_mut(), |t| t.as_ptr() as *mut AtTensor)
+}
+
 pub fn torch_version() -> &'static str {
     // SAFETY: a static NUL-terminated string literal in the shim.
     unsafe { CStr::from_ptr(glue_shim_torch_version()) }
@@ -153,6 +160,7 @@ pub struct AdamWLists<'a> {
     pub exp_avgs: &'a [&'a Tensor],
     pub exp_avg_sqs: &'a [&'a Tensor],
     pub steps: &'a [&'a Tensor],
+    pub grad_scale: Option<&'a Tensor>,
 }
 
 pub fn fused_adamw(
@@ -183,7 +191,9 @@ pub fn fused_adamw(
         handles(lists.exp_avg_sqs),
         handles(lists.steps),
     );
-    // SAFETY: five arrays of `n` live tensor handles, borrowed for the call.
+    let grad_scale = optional_handle(lists.grad_scale);
+    // SAFETY: five arrays of `n` live tensor handles and an optional live one,
+    // borrowed for the call.
     check(unsafe {
         glue_shim_fused_adamw(
             p.as_ptr(),
@@ -197,19 +207,27 @@ pub fn fused_adamw(
             beta2,
             weight_decay,
             eps,
+            grad_scale,
         )
     })
 }
 
-pub fn clip_grad_norm(grads: &[&Tensor], max_norm: f64, total: &Tensor) -> Result<(), TorchError> {
+/// `divisor`: where the clipping factor's inverse goes, gradients left unscaled.
+pub fn clip_grad_norm(
+    grads: &[&Tensor],
+    max_norm: f64,
+    total: &Tensor,
+    divisor: Option<&Tensor>,
+) -> Result<(), TorchError> {
     let g = handles(grads);
-    // SAFETY: `n` live handles and one live output tensor, borrowed for the call.
+    // SAFETY: `n` live handles and one or two live output tensors, borrowed for the call.
     check(unsafe {
         glue_shim_clip_grad_norm(
             g.as_ptr(),
             g.len(),
             max_norm,
             total.as_ptr() as *mut AtTensor,
+            optional_handle(divisor),
         )
     })
 }
@@ -292,8 +310,6 @@ pub fn linear_inference(
     b: Option<&Tensor>,
     act: c_int,
 ) -> Result<Tensor, TorchError> {
-    let optional =
-        |t: Option<&Tensor>| t.map_or(std::ptr::null_mut(), |t| t.as_ptr() as *mut AtTensor);
     let mut out: *mut AtTensor = std::ptr::null_mut();
     // SAFETY: live tensor handles (packed and bias may be null) and one out-parameter
     // on our stack.
@@ -301,8 +317,8 @@ pub fn linear_inference(
         glue_shim_linear_inference(
             x.as_ptr() as *mut AtTensor,
             w.as_ptr() as *mut AtTensor,
-            optional(packed),
-            optional(b),
+            optional_handle(packed),
+            optional_handle(b),
             act,
             &mut out,
         )

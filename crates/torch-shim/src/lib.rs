@@ -4,7 +4,8 @@
 //! - [`fused_adamw`], ATen's fused AdamW kernel, as `torch.optim.AdamW(fused=True)`
 //!   (HF Trainer's default optimizer, `adamw_torch_fused`), on CPU and CUDA;
 //! - [`clip_grad_norm`] and [`zero_`], the foreach ops behind `clip_grad_norm_` and
-//!   `zero_grad`, one call for all parameters, and [`set_grads_to_none`], torch's
+//!   `zero_grad`, one call for all parameters ([`clip_grad_norm_deferred`] leaves the
+//!   scaling to the fused AdamW kernel), and [`set_grads_to_none`], torch's
 //!   `zero_grad(set_to_none=True)`;
 //! - [`linear_inference`], an fp32 CPU linear layer (and its activation) through
 //!   oneDNN when no gradient is recorded, with its weight reordered once
@@ -72,12 +73,16 @@ pub struct AdamWHyper {
 /// parameters, `exp_avgs` and `exp_avg_sqs` are updated in place. `steps` are
 /// float32 0-dim tensors on the parameters' device holding the step count including
 /// this update (torch increments them before the call); the kernel only reads them.
+/// `grad_scale`, a float32 0-dim tensor there too, divides the gradients as the
+/// kernel reads them, and the divided gradients are written back (see
+/// [`clip_grad_norm_deferred`]).
 pub fn fused_adamw(
     params: &[&Tensor],
     grads: &[&Tensor],
     exp_avgs: &[&Tensor],
     exp_avg_sqs: &[&Tensor],
     steps: &[&Tensor],
+    grad_scale: Option<&Tensor>,
     hyper: AdamWHyper,
 ) -> Result<()> {
     ffi::fused_adamw(
@@ -87,6 +92,7 @@ pub fn fused_adamw(
             exp_avgs,
             exp_avg_sqs,
             steps,
+            grad_scale,
         },
         hyper.lr,
         hyper.beta1,
@@ -104,8 +110,30 @@ pub fn clip_grad_norm(grads: &[&Tensor], max_norm: f64) -> Result<Tensor> {
         return Ok(Tensor::zeros([], (Kind::Float, Device::Cpu)));
     };
     let total = Tensor::zeros([], (first.kind(), first.device()));
-    ffi::clip_grad_norm(grads, max_norm, &total)?;
+    ffi::clip_grad_norm(grads, max_norm, &total, None)?;
     Ok(total)
+}
+
+/// The norm and clipping factor of [`clip_grad_norm`], the gradients left as they
+/// are: returns `(norm before clipping, 1 / factor)`, both 0-dim float32 tensors on
+/// the gradients' device. Passed to [`fused_adamw`] as `grad_scale`, the divisor
+/// clips the gradients inside the update's own pass over them. `None` for no
+/// gradients, or gradients that are not float32 (the kernel reads the divisor as
+/// float32; clip those with [`clip_grad_norm`]).
+pub fn clip_grad_norm_deferred(
+    grads: &[&Tensor],
+    max_norm: f64,
+) -> Result<Option<(Tensor, Tensor)>> {
+    let Some(first) = grads.first() else {
+        return Ok(None);
+    };
+    if grads.iter().any(|g| g.kind() != Kind::Float) {
+        return Ok(None);
+    }
+    let options = (Kind::Float, first.device());
+    let (total, divisor) = (Tensor::zeros([], options), Tensor::ones([], options));
+    ffi::clip_grad_norm(grads, max_norm, &total, Some(&divisor))?;
+    Ok(Some((total, divisor)))
 }
 
 /// Sets every tensor to zero in one call (`torch._foreach_zero_`).
@@ -410,6 +438,43 @@ mod tests {
         let w = Tensor::randn([256, 64], (Kind::Float, Device::Cpu)) * 0.2;
         let b = Tensor::randn([256], (Kind::Float, Device::Cpu));
         (x, w, b)
+    }
+
+    /// On two threads the gradients are cut into pieces across tensor boundaries (a
+    /// word-embedding-sized one among small ones); the norm is still the norm of all
+    /// elements, as libtorch computes it over their concatenation, and clipping scales
+    /// every element by the same factor.
+    #[test]
+    fn threaded_norm_and_clip_match_one_concatenated_tensor() {
+        use tch::{Device, Kind, Tensor};
+        let shapes: [&[i64]; 4] = [&[3000, 96], &[7], &[384, 40], &[1, 1]];
+        let grads: Vec<Tensor> = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Tensor::randn(*s, (Kind::Float, Device::Cpu)) * (i + 1) as f64)
+            .collect();
+        let flat = Tensor::cat(&grads.iter().map(|g| g.view([-1])).collect::<Vec<_>>(), 0);
+        let want = flat.norm().double_value(&[]);
+        let refs: Vec<&Tensor> = grads.iter().collect();
+        let (norm, divisor) =
+            super::with_intra_op_threads(2, || super::clip_grad_norm_deferred(&refs, 1.0))
+                .unwrap()
+                .unwrap()
+                .expect("float32 gradients");
+        let norm = norm.double_value(&[]);
+        assert!((norm - want).abs() <= 1e-6 * want, "{norm} vs {want}");
+        let factor = 1.0 / divisor.double_value(&[]);
+        assert!((factor - 1.0 / (want + 1e-6)).abs() <= 1e-6 * factor);
+        let copies: Vec<Tensor> = grads.iter().map(Tensor::copy).collect();
+        let refs: Vec<&Tensor> = copies.iter().collect();
+        let in_place = super::with_intra_op_threads(2, || super::clip_grad_norm(&refs, 1.0))
+            .unwrap()
+            .unwrap();
+        assert_eq!(in_place.double_value(&[]), norm);
+        for (clipped, g) in copies.iter().zip(&grads) {
+            let err = (clipped - g * factor).abs().max().double_value(&[]);
+            assert!(err <= 1e-6, "clipped gradients differ by {err}");
+        }
     }
 
     /// Each post-op equals libtorch's own activation applied after `at::linear`, at a

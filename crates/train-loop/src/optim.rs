@@ -74,6 +74,9 @@ pub struct AdamW {
     step_count: Tensor,
     /// Parameter indices by weight decay: one fused call per HF parameter group.
     groups: Vec<(f64, Vec<usize>)>,
+    /// Fused path: the inverse of the factor [`AdamW::clip_grad_norm`] found, for the
+    /// next step's kernel to divide the gradients by.
+    grad_divisor: Option<Tensor>,
     /// Updates done so far.
     pub step: i64,
 }
@@ -103,6 +106,7 @@ impl AdamW {
             scratch: [flat(), flat()],
             step_count: Tensor::zeros([], (Kind::Float, device)),
             groups,
+            grad_divisor: None,
             exp_avg: params.iter().map(zeros).collect(),
             exp_avg_sq: params.iter().map(zeros).collect(),
             params,
@@ -124,6 +128,7 @@ impl AdamW {
     /// writes the gradients afresh (no zeroing pass, no accumulation pass, and no
     /// gradient memory held during the forward).
     pub fn zero_grad(&mut self) -> Result<()> {
+        self.grad_divisor = None;
         let params: Vec<&Tensor> = self.params.iter().map(|p| &p.tensor).collect();
         Ok(torch_shim::set_grads_to_none(&params)?)
     }
@@ -134,6 +139,26 @@ impl AdamW {
             .enumerate()
             .map(|(i, p)| (i, p.tensor.grad()))
             .filter(|(_, g)| g.defined())
+    }
+
+    /// `torch.nn.utils.clip_grad_norm_` over this optimizer's parameters: returns the
+    /// gradients' norm before clipping (0-dim, on their device: no host sync). With
+    /// the fused kernel the scaling is left to the next [`AdamW::step`], which divides
+    /// the gradients by the factor's inverse as it reads them (writing them back
+    /// clipped): one pass over the gradients fewer. Gradients read before that step
+    /// are the unclipped ones.
+    pub fn clip_grad_norm(&mut self, max_norm: f64) -> Result<Tensor> {
+        if self.config.kind == OptimizerKind::AdamwTorchFused {
+            let grads: Vec<Tensor> = self.defined_grads().map(|(_, g)| g).collect();
+            let refs: Vec<&Tensor> = grads.iter().collect();
+            let deferred = tch::no_grad(|| torch_shim::clip_grad_norm_deferred(&refs, max_norm))?;
+            if let Some((norm, divisor)) = deferred {
+                self.grad_divisor = Some(divisor);
+                return Ok(norm);
+            }
+        }
+        let params: Vec<&Tensor> = self.params.iter().map(|p| &p.tensor).collect();
+        clip_grad_norm(&params, max_norm)
     }
 
     /// One update at learning rate `lr`; parameters without a gradient are skipped.
@@ -154,6 +179,7 @@ impl AdamW {
             beta1, beta2, eps, ..
         } = self.config;
         let grads: BTreeMap<usize, Tensor> = self.defined_grads().collect();
+        let grad_divisor = self.grad_divisor.take();
         let _ = tch::no_grad(|| self.step_count.fill_(self.step as f64));
         for (weight_decay, members) in &self.groups {
             let members: Vec<usize> = members
@@ -176,6 +202,7 @@ impl AdamW {
                     &m,
                     &v,
                     &steps,
+                    grad_divisor.as_ref(),
                     torch_shim::AdamWHyper {
                         lr,
                         beta1,

@@ -19,7 +19,7 @@ use crate::args::{IntervalStrategy, TrainingArgs};
 use crate::checkpoint::{self, CheckpointParts};
 use crate::error::{Result, TrainError};
 use crate::eval::{batch_tensors, evaluate};
-use crate::optim::{clip_grad_norm, AdamW, AdamWConfig, Param};
+use crate::optim::{AdamW, AdamWConfig, Param};
 use crate::schedule::LrSchedule;
 use crate::state::{num, LogEntry, TrainerState};
 
@@ -354,8 +354,7 @@ impl Trainer<'_> {
                 .f_to(device)?;
         }
         let grad_norm = if self.args.max_grad_norm > 0.0 {
-            let params: Vec<&Tensor> = optimizer.params().iter().map(|p| &p.tensor).collect();
-            Some(clip_grad_norm(&params, self.args.max_grad_norm)?)
+            Some(optimizer.clip_grad_norm(self.args.max_grad_norm)?)
         } else {
             None
         };

@@ -60,6 +60,16 @@ fn replay_adamw_case(name: &str, kind: OptimizerKind) {
         let loss = (&w * tensor(&step["grad_w"], &[3, 4])).sum(Kind::Float)
             + (&b * tensor(&step["grad_b"], &[4])).sum(Kind::Float);
         loss.backward();
+        if let Some(max_norm) = case["max_norm"].as_f64() {
+            // The fused kind leaves the scaling to the step's kernel; the other scales
+            // the gradients in place, as torch does.
+            let norm = opt.clip_grad_norm(max_norm).unwrap().double_value(&[]);
+            let theirs = step["grad_norm"].as_f64().unwrap();
+            assert!(
+                (norm - theirs).abs() <= 1e-6 * theirs,
+                "{name} {kind:?} step {i}: norm {norm} vs {theirs}"
+            );
+        }
         opt.step(step["lr"].as_f64().unwrap()).unwrap();
         let (dw, db) = (max_rel_diff(&w, &step["w"]), max_rel_diff(&b, &step["b"]));
         assert!(
@@ -115,6 +125,12 @@ fn both_adamw_kinds_put_eps_where_torch_does() {
     // Gradients ~1e-8: sqrt(v_hat) ~ eps, so the update depends on eps's placement.
     replay_adamw_case("adamw_tiny_grads", OptimizerKind::AdamwTorchFused);
     replay_adamw_case("adamw_tiny_grads", OptimizerKind::AdamwTorch);
+}
+
+#[test]
+fn clipping_then_adamw_matches_torch_for_both_kinds() {
+    replay_adamw_case("adamw_fused_clipped", OptimizerKind::AdamwTorchFused);
+    replay_adamw_case("adamw_fused_clipped", OptimizerKind::AdamwTorch);
 }
 
 #[test]
@@ -214,16 +230,18 @@ fn clipping_matches_torch_clip_grad_norm() {
             .iter()
             .map(|s| Tensor::zeros(*s, (Kind::Float, tch::Device::Cpu)).set_requires_grad(true))
             .collect();
-        let loss = params
-            .iter()
-            .zip(case["grads"].as_array().unwrap())
-            .zip(shapes)
-            .map(|((p, gr), s)| (p * tensor(gr, s)).sum(Kind::Float))
-            .fold(
-                Tensor::zeros([], (Kind::Float, tch::Device::Cpu)),
-                |a, b| a + b,
-            );
-        loss.backward();
+        let loss = || {
+            params
+                .iter()
+                .zip(case["grads"].as_array().unwrap())
+                .zip(shapes)
+                .map(|((p, gr), s)| (p * tensor(gr, s)).sum(Kind::Float))
+                .fold(
+                    Tensor::zeros([], (Kind::Float, tch::Device::Cpu)),
+                    |a, b| a + b,
+                )
+        };
+        loss().backward();
         let refs: Vec<&Tensor> = params.iter().collect();
         let total = clip_grad_norm(&refs, case["max_norm"].as_f64().unwrap())
             .unwrap()
@@ -235,6 +253,29 @@ fn clipping_matches_torch_clip_grad_norm() {
         );
         for (p, clipped) in params.iter().zip(case["clipped"].as_array().unwrap()) {
             assert!(max_rel_diff(&p.grad(), clipped) <= 1e-6, "case {i}");
+        }
+        // The deferred form: the same norm, and a divisor that gives the same clipped
+        // gradients (from the unclipped ones: re-run the backward).
+        for p in &params {
+            let _ = p.grad().zero_();
+        }
+        loss().backward();
+        let grads: Vec<Tensor> = params.iter().map(Tensor::grad).collect();
+        let refs: Vec<&Tensor> = grads.iter().collect();
+        let (norm, divisor) =
+            torch_shim::clip_grad_norm_deferred(&refs, case["max_norm"].as_f64().unwrap())
+                .unwrap()
+                .expect("float32 gradients");
+        let norm = norm.double_value(&[]);
+        assert!(
+            (norm - theirs).abs() / theirs <= 1e-6,
+            "case {i}: deferred norm {norm}"
+        );
+        for (g, clipped) in grads.iter().zip(case["clipped"].as_array().unwrap()) {
+            assert!(
+                max_rel_diff(&(g / &divisor), clipped) <= 1e-6,
+                "case {i}: deferred"
+            );
         }
     }
 }
