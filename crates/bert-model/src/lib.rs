@@ -35,7 +35,7 @@ pub use device::{cpu_has_bf16, physical_cores, select_device, DeviceChoice};
 pub use error::{is_allocation_failure, BertError, Result};
 pub use lora::LoraConfig;
 pub use model::{
-    BertModel, BertOutput, InferenceWeights, LastLayer, Layout, Precision, SequenceClassifier,
-    SequenceClassifierOutput,
+    BertModel, BertOutput, Bf16Copy, InferenceWeights, LastLayer, Layout, Precision,
+    SequenceClassifier, SequenceClassifierOutput,
 };
 pub use pretrained::{BertForSequenceClassification, LoadReport};

@@ -86,6 +86,15 @@ struct Projection {
     lora: Option<LoraLayer>,
     /// The weight in oneDNN's layout, while an [`InferenceWeights`] guard lives.
     packed: RwLock<Option<torch_shim::PackedWeight>>,
+    /// bf16 weight and bias that training's forward uses under autocast, while
+    /// attached ([`SequenceClassifier::attach_bf16_copies`]).
+    bf16: RwLock<Option<Bf16Linear>>,
+}
+
+#[derive(Debug)]
+struct Bf16Linear {
+    ws: Tensor,
+    bs: Option<Tensor>,
 }
 
 impl Projection {
@@ -99,6 +108,46 @@ impl Projection {
     fn unpack(&self) {
         *self.packed.write().unwrap_or_else(PoisonError::into_inner) = None;
     }
+
+    /// Leaf bf16 copies of the trainable weight and bias, equal to autocast's casts.
+    fn attach_bf16(&self) -> TchResult<Vec<Bf16Copy>> {
+        let copy = |master: &Tensor| -> TchResult<Option<Bf16Copy>> {
+            if !master.requires_grad() {
+                return Ok(None);
+            }
+            let copy = tch::no_grad(|| master.f_to_kind(Kind::BFloat16))?
+                .f_contiguous()?
+                .set_requires_grad(true);
+            Ok(Some(Bf16Copy {
+                master: master.shallow_clone(),
+                copy,
+            }))
+        };
+        let ws = copy(&self.linear.ws)?;
+        let bs = self.linear.bs.as_ref().map(copy).transpose()?.flatten();
+        let Some(ws) = ws else {
+            // A frozen weight (LoRA's base) stays fp32: autocast casts it per forward.
+            return Ok(Vec::new());
+        };
+        *self.bf16.write().unwrap_or_else(PoisonError::into_inner) = Some(Bf16Linear {
+            ws: ws.copy.shallow_clone(),
+            bs: bs.as_ref().map(|b| b.copy.shallow_clone()),
+        });
+        Ok(std::iter::once(ws).chain(bs).collect())
+    }
+
+    fn detach_bf16(&self) {
+        *self.bf16.write().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+}
+
+/// A trainable fp32 weight (`master`) and the bf16 leaf (`copy`) that training's
+/// forward multiplies with in its place under autocast; see
+/// [`SequenceClassifier::attach_bf16_copies`].
+#[derive(Debug)]
+pub struct Bf16Copy {
+    pub master: Tensor,
+    pub copy: Tensor,
 }
 
 #[derive(Debug)]
@@ -144,6 +193,7 @@ fn linear(p: nn::Path, cfg: &BertConfig, input: i64, output: i64) -> Projection 
         linear,
         lora,
         packed: RwLock::new(None),
+        bf16: RwLock::new(None),
     }
 }
 
@@ -166,7 +216,15 @@ fn apply_linear_then(
     // PEFT adds the adapters' term before the activation.
     let fused = !train && l.lora.is_none();
     let y = if train {
-        x.f_linear(&l.linear.ws, l.linear.bs.as_ref())?
+        let copy = l.bf16.read().unwrap_or_else(PoisonError::into_inner);
+        match copy.as_ref() {
+            // The copies are what autocast would cast the weights to; out of autocast
+            // the fp32 weights.
+            Some(c) if torch_shim::autocast_enabled(x.device()) => {
+                x.f_linear(&c.ws, c.bs.as_ref())?
+            }
+            _ => x.f_linear(&l.linear.ws, l.linear.bs.as_ref())?,
+        }
     } else {
         let post = match act {
             Some(act) if fused => post_op(act),
@@ -1243,6 +1301,29 @@ impl SequenceClassifier {
             tch::no_grad(|| guard.projections.iter().try_for_each(|p| p.pack(kind)))?;
         }
         Ok(guard)
+    }
+
+    /// Gives every trainable linear weight and bias a bf16 copy (a leaf that records
+    /// its own gradient) that training's forward uses in its place under autocast,
+    /// until [`SequenceClassifier::detach_bf16_copies`]. Autocast casts each fp32
+    /// weight to bf16 at every forward and widens its bf16 gradient back to fp32 at
+    /// every backward, two passes over the linear weights per step; with the copies
+    /// neither runs. The values are the same: the copy is the cast, and the widened
+    /// gradient the copy's gradient. Whoever changes a master weight refreshes its copy
+    /// (`copy.copy_(master)`): train-loop's AdamW writes both in one pass.
+    pub fn attach_bf16_copies(&self) -> Result<Vec<Bf16Copy>> {
+        let mut out = Vec::new();
+        for p in self.bert.projections().chain(self.head.projections()) {
+            out.extend(p.attach_bf16()?);
+        }
+        Ok(out)
+    }
+
+    /// Back to autocast's per-forward casts of the fp32 weights.
+    pub fn detach_bf16_copies(&self) {
+        for p in self.bert.projections().chain(self.head.projections()) {
+            p.detach_bf16();
+        }
     }
 
     /// `labels`: int64 class indices, or float scores when num_labels == 1 (HF's rule).

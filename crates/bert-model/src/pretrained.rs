@@ -393,6 +393,8 @@ impl BertForSequenceClassification {
     /// Copies checkpoint tensors into the model; unknown keys are reported, shape
     /// mismatches are errors.
     pub fn load_weights(&mut self, path: &Path) -> Result<LoadReport> {
+        // bf16 copies of the old weights would outlive them.
+        self.model.detach_bf16_copies();
         let mut variables = self.vs.variables();
         let mut loaded = BTreeSet::new();
         let mut unused = Vec::new();

@@ -164,6 +164,64 @@ fn resume_after_sigkill_is_bit_identical() {
     assert_eq!(losses(&a).len(), 6);
 }
 
+/// bf16 on CPU, where AdamW keeps bf16 copies of the linear weights for the forward
+/// (rewritten from the fp32 weights at every update and at resume): resuming is bit
+/// identical, and the run tracks the one on autocast's per-forward casts
+/// (`GLUE_RS_BF16_COPIES=0`), which differs only in AdamW's rounding.
+#[test]
+fn bf16_run_with_weight_copies_resumes_bit_identically_and_tracks_autocasts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b, c) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("c"),
+    );
+    let args = |d: &Path| {
+        let mut v = short_run_args(d);
+        v.push("--bf16".into());
+        v
+    };
+    let out = cli().args(args(&a)).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+
+    copy_dir(&a.join("checkpoint-4"), &b.join("checkpoint-4"));
+    let out = cli()
+        .args(args(&b))
+        .args(["--resume-from-checkpoint", "latest"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let weights = |d: &PathBuf| fs::read(d.join("model.safetensors")).unwrap();
+    assert!(
+        weights(&a) == weights(&b),
+        "final weights differ after a bf16 resume"
+    );
+
+    let out = cli()
+        .args(args(&c))
+        .env("GLUE_RS_BF16_COPIES", "0")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(weights(&a) != weights(&c), "the switch changed nothing");
+    let losses = |d: &PathBuf| -> Vec<f64> {
+        json(&d.join("trainer_state.json"))["log_history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e.get("loss").and_then(serde_json::Value::as_f64))
+            .collect()
+    };
+    let (with, without) = (losses(&a), losses(&c));
+    assert_eq!(with.len(), 6);
+    for (x, y) in with.iter().zip(&without) {
+        assert!(
+            (x - y).abs() <= 1e-3 * y.abs(),
+            "losses {with:?} vs {without:?}"
+        );
+    }
+}
+
 /// Resume from a middle checkpoint with evaluation and best-model tracking on: the best
 /// model, its metric, the evaluations and the restored optimizer state all come out as
 /// in the uninterrupted run.

@@ -45,8 +45,18 @@ at::DeviceType device_type(int device) {
   return device == 1 ? at::kCUDA : at::kCPU;
 }
 
+// fp32 accumulation for bf16 gradients (the bf16 copies' under autocast, whose
+// widened values are the fp32 gradients autocast's path would hold); none asked of
+// fp32 ones, so their kernel is the one torch's clip_grad_norm_ runs.
+std::optional<at::ScalarType> float_unless_float(const at::Tensor& t) {
+  if (t.scalar_type() == at::kFloat) {
+    return std::nullopt;
+  }
+  return at::kFloat;
+}
+
 // The L2 norm of all gradients together, as torch.nn.utils.get_total_norm: the norm
-// of per-tensor norms. ATen reduces a tensor to one value on one thread, and the word
+// of per-tensor norms, each in fp32. ATen reduces a tensor to one value on one thread, and the word
 // embeddings' gradient alone is half of a BERT's, so on CPU the elements are cut into
 // one contiguous range per intra-op thread, each piece's norm taken on its thread;
 // the norm of the pieces' norms is the same up to rounding. Elsewhere ATen's
@@ -59,7 +69,7 @@ at::Tensor total_norm(const std::vector<at::Tensor>& list) {
     total += g.numel();
   }
   if (!cpu_contiguous || at::get_num_threads() < 2) {
-    return at::linalg_vector_norm(at::stack(at::_foreach_norm(list, 2)), 2);
+    return at::linalg_vector_norm(at::stack(at::_foreach_norm(list, 2, at::kFloat)), 2);
   }
   std::vector<std::vector<at::Tensor>> per_thread(at::get_num_threads());
   at::parallel_for(0, total, /*grain_size=*/1 << 16, [&](int64_t begin, int64_t end) {
@@ -69,7 +79,8 @@ at::Tensor total_norm(const std::vector<at::Tensor>& list) {
       int64_t lo = std::max(begin, offset);
       int64_t hi = std::min(end, offset + g.numel());
       if (lo < hi) {
-        out.push_back(at::linalg_vector_norm(g.view({-1}).narrow(0, lo - offset, hi - lo), 2));
+        out.push_back(at::linalg_vector_norm(g.view({-1}).narrow(0, lo - offset, hi - lo), 2,
+                                              std::nullopt, false, float_unless_float(g)));
       }
       offset += g.numel();
     }

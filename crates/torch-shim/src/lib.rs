@@ -117,9 +117,11 @@ pub fn clip_grad_norm(grads: &[&Tensor], max_norm: f64) -> Result<Tensor> {
 /// The norm and clipping factor of [`clip_grad_norm`], the gradients left as they
 /// are: returns `(norm before clipping, 1 / factor)`, both 0-dim float32 tensors on
 /// the gradients' device. Passed to [`fused_adamw`] as `grad_scale`, the divisor
-/// clips the gradients inside the update's own pass over them. `None` for no
-/// gradients, or gradients that are not float32 (the kernel reads the divisor as
-/// float32; clip those with [`clip_grad_norm`]).
+/// clips the gradients inside the update's own pass over them. bf16 gradients count
+/// with their fp32 values (norms accumulated in fp32); `fused_adamw` takes float32
+/// gradients only, so bf16 ones need an update of their own that divides by it.
+/// `None` for no gradients, or gradients of another dtype (clip those with
+/// [`clip_grad_norm`]).
 pub fn clip_grad_norm_deferred(
     grads: &[&Tensor],
     max_norm: f64,
@@ -127,7 +129,10 @@ pub fn clip_grad_norm_deferred(
     let Some(first) = grads.first() else {
         return Ok(None);
     };
-    if grads.iter().any(|g| g.kind() != Kind::Float) {
+    if grads
+        .iter()
+        .any(|g| !matches!(g.kind(), Kind::Float | Kind::BFloat16))
+    {
         return Ok(None);
     }
     let options = (Kind::Float, first.device());

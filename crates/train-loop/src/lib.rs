@@ -35,6 +35,7 @@
 //! # }
 //! ```
 
+mod adamw_bf16;
 mod args;
 pub mod checkpoint;
 pub mod distributed;

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::error::Result;
+use crate::adamw_bf16;
+use crate::error::{Result, TrainError};
 
 /// HF `TrainingArguments.optim`: which AdamW implementation updates the weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -77,6 +78,9 @@ pub struct AdamW {
     /// Fused path: the inverse of the factor [`AdamW::clip_grad_norm`] found, for the
     /// next step's kernel to divide the gradients by.
     grad_divisor: Option<Tensor>,
+    /// Per parameter, the bf16 copy that carries its gradient and that each update
+    /// rewrites ([`AdamW::attach_bf16_copies`]).
+    bf16_copies: Vec<Option<Tensor>>,
     /// Updates done so far.
     pub step: i64,
 }
@@ -107,6 +111,7 @@ impl AdamW {
             step_count: Tensor::zeros([], (Kind::Float, device)),
             groups,
             grad_divisor: None,
+            bf16_copies: params.iter().map(|_| None).collect(),
             exp_avg: params.iter().map(zeros).collect(),
             exp_avg_sq: params.iter().map(zeros).collect(),
             params,
@@ -129,15 +134,61 @@ impl AdamW {
     /// gradient memory held during the forward).
     pub fn zero_grad(&mut self) -> Result<()> {
         self.grad_divisor = None;
-        let params: Vec<&Tensor> = self.params.iter().map(|p| &p.tensor).collect();
+        let params: Vec<&Tensor> = self
+            .params
+            .iter()
+            .map(|p| &p.tensor)
+            .chain(self.bf16_copies.iter().flatten())
+            .collect();
         Ok(torch_shim::set_grads_to_none(&params)?)
     }
 
+    /// Hands the update bf16 copies of some parameters, as `(parameter, copy)` pairs
+    /// ([`bert_model::SequenceClassifier::attach_bf16_copies`]): from now on a
+    /// parameter's gradient is its copy's (bf16, counted with its fp32 value), and each
+    /// update rewrites the copy from the updated fp32 weight in the same pass (the
+    /// fused kernel's arithmetic; CPU only). Gradients are not accumulated in the
+    /// copies' dtype: one backward per update.
+    pub fn attach_bf16_copies(&mut self, copies: Vec<(Tensor, Tensor)>) -> Result<()> {
+        if self.config.kind != OptimizerKind::AdamwTorchFused {
+            return Err(TrainError::InvalidArgs(
+                "bf16 weight copies are updated by the fused AdamW only".into(),
+            ));
+        }
+        for (master, copy) in copies {
+            let found = self.params.iter().position(|p| {
+                p.tensor.data_ptr() == master.data_ptr() && p.tensor.size() == master.size()
+            });
+            let Some(i) = found else {
+                return Err(TrainError::InvalidArgs(
+                    "a bf16 copy's weight is not one of the optimizer's parameters".into(),
+                ));
+            };
+            self.bf16_copies[i] = Some(copy);
+        }
+        self.sync_bf16_copies()
+    }
+
+    /// Rewrites every bf16 copy from its fp32 weight: after the weights changed other
+    /// than through [`AdamW::step`] (a checkpoint loaded, weights broadcast).
+    pub fn sync_bf16_copies(&self) -> Result<()> {
+        tch::no_grad(|| {
+            for (p, copy) in self.params.iter().zip(&self.bf16_copies) {
+                if let Some(copy) = copy {
+                    copy.shallow_clone().f_copy_(&p.tensor)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Each parameter's gradient: its bf16 copy's when it has one.
     fn defined_grads(&self) -> impl Iterator<Item = (usize, Tensor)> + '_ {
         self.params
             .iter()
+            .zip(&self.bf16_copies)
             .enumerate()
-            .map(|(i, p)| (i, p.tensor.grad()))
+            .map(|(i, (p, copy))| (i, copy.as_ref().unwrap_or(&p.tensor).grad()))
             .filter(|(_, g)| g.defined())
     }
 
@@ -181,11 +232,35 @@ impl AdamW {
         let grads: BTreeMap<usize, Tensor> = self.defined_grads().collect();
         let grad_divisor = self.grad_divisor.take();
         let _ = tch::no_grad(|| self.step_count.fill_(self.step as f64));
+        let copied: Vec<adamw_bf16::Slot<'_>> = grads
+            .iter()
+            .filter_map(|(&i, grad)| {
+                Some(adamw_bf16::Slot {
+                    master: &self.params[i].tensor,
+                    copy: self.bf16_copies[i].as_ref()?,
+                    grad,
+                    exp_avg: &self.exp_avg[i],
+                    exp_avg_sq: &self.exp_avg_sq[i],
+                    weight_decay: self.params[i].weight_decay,
+                })
+            })
+            .collect();
+        if !copied.is_empty() {
+            let hyper = adamw_bf16::Hyper {
+                lr,
+                beta1,
+                beta2,
+                eps,
+                step: self.step,
+                grad_divisor: grad_divisor.as_ref().map(|d| d.double_value(&[]) as f32),
+            };
+            tch::no_grad(|| adamw_bf16::step(&copied, hyper))?;
+        }
         for (weight_decay, members) in &self.groups {
             let members: Vec<usize> = members
                 .iter()
                 .copied()
-                .filter(|i| grads.contains_key(i))
+                .filter(|&i| grads.contains_key(&i) && self.bf16_copies[i].is_none())
                 .collect();
             if members.is_empty() {
                 continue;
