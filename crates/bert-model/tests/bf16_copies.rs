@@ -1,6 +1,7 @@
 //! bf16 weight copies (`attach_bf16_copies`) against autocast's own casts: the same
-//! loss and the same gradients, bit for bit, on the test model with dropout on. Its
-//! own test binary: both steps seed torch's global generator.
+//! loss and the same gradients, bit for bit, on the test model with dropout on; and
+//! the word embeddings' sparse gradient against the dense one. Its own test binary:
+//! the steps seed torch's global generator.
 
 use std::collections::BTreeMap;
 
@@ -33,7 +34,7 @@ fn step(
     let mut grads: BTreeMap<String, Tensor> = vars
         .iter()
         .filter(|(_, v)| v.grad().defined())
-        .map(|(k, v)| (k.clone(), v.grad().copy()))
+        .map(|(k, v)| (k.clone(), v.grad().shallow_clone()))
         .collect();
     for (name, copy) in copies {
         let widened = copy.grad().to_kind(Kind::Float);
@@ -88,6 +89,20 @@ fn bf16_copies_give_autocasts_loss_and_gradients() {
     for (name, g) in &grads {
         assert!(grads_with[name].equal(g), "{name}: another gradient");
     }
+
+    // The word embeddings' sparse gradient holds the dense one's rows.
+    let word = "bert.embeddings.word_embeddings.weight";
+    model.model.bert.set_sparse_word_gradient(true);
+    let (loss_sparse, grads_sparse) = step(&model, &copies);
+    model.model.bert.set_sparse_word_gradient(false);
+    assert_eq!(loss_sparse, loss);
+    let sparse = &grads_sparse[word];
+    assert!(sparse.is_sparse());
+    let dense = sparse.coalesce().to_dense(None, false);
+    assert!(
+        dense.allclose(&grads[word], 1e-6, 1e-12, false),
+        "sparse and dense word-embedding gradients differ"
+    );
 
     // Out of autocast the fp32 weights serve, copies attached or not.
     model.set_precision(Precision::Fp32).unwrap();

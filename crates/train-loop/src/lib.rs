@@ -35,7 +35,7 @@
 //! # }
 //! ```
 
-mod adamw_bf16;
+mod adamw_kernel;
 mod args;
 pub mod checkpoint;
 pub mod distributed;

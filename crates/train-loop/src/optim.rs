@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::adamw_bf16;
+use crate::adamw_kernel;
 use crate::error::{Result, TrainError};
 
 /// HF `TrainingArguments.optim`: which AdamW implementation updates the weights.
@@ -182,14 +182,17 @@ impl AdamW {
         })
     }
 
-    /// Each parameter's gradient: its bf16 copy's when it has one.
-    fn defined_grads(&self) -> impl Iterator<Item = (usize, Tensor)> + '_ {
-        self.params
-            .iter()
-            .zip(&self.bf16_copies)
-            .enumerate()
-            .map(|(i, (p, copy))| (i, copy.as_ref().unwrap_or(&p.tensor).grad()))
-            .filter(|(_, g)| g.defined())
+    /// Each parameter's gradient: its bf16 copy's when it has one; a sparse one
+    /// (`nn.Embedding(sparse=True)`) coalesced, its duplicate rows summed.
+    fn defined_grads(&self) -> Result<Vec<(usize, Tensor)>> {
+        let mut out = Vec::with_capacity(self.params.len());
+        for (i, (p, copy)) in self.params.iter().zip(&self.bf16_copies).enumerate() {
+            let g = copy.as_ref().unwrap_or(&p.tensor).grad();
+            if g.defined() {
+                out.push((i, if g.is_sparse() { g.f_coalesce()? } else { g }));
+            }
+        }
+        Ok(out)
     }
 
     /// `torch.nn.utils.clip_grad_norm_` over this optimizer's parameters: returns the
@@ -200,7 +203,12 @@ impl AdamW {
     /// are the unclipped ones.
     pub fn clip_grad_norm(&mut self, max_norm: f64) -> Result<Tensor> {
         if self.config.kind == OptimizerKind::AdamwTorchFused {
-            let grads: Vec<Tensor> = self.defined_grads().map(|(_, g)| g).collect();
+            // A sparse gradient's norm is its rows' (coalesced, so each row once).
+            let grads = self
+                .defined_grads()?
+                .into_iter()
+                .map(|(_, g)| if g.is_sparse() { g.f_values() } else { Ok(g) })
+                .collect::<std::result::Result<Vec<Tensor>, _>>()?;
             let refs: Vec<&Tensor> = grads.iter().collect();
             let deferred = tch::no_grad(|| torch_shim::clip_grad_norm_deferred(&refs, max_norm))?;
             if let Some((norm, divisor)) = deferred {
@@ -217,10 +225,7 @@ impl AdamW {
         self.step += 1;
         match self.config.kind {
             OptimizerKind::AdamwTorchFused => self.fused_step(lr),
-            OptimizerKind::AdamwTorch => {
-                self.single_tensor_step(lr);
-                Ok(())
-            }
+            OptimizerKind::AdamwTorch => self.single_tensor_step(lr),
         }
     }
 
@@ -229,24 +234,27 @@ impl AdamW {
         let AdamWConfig {
             beta1, beta2, eps, ..
         } = self.config;
-        let grads: BTreeMap<usize, Tensor> = self.defined_grads().collect();
+        let grads: BTreeMap<usize, Tensor> = self.defined_grads()?.into_iter().collect();
         let grad_divisor = self.grad_divisor.take();
         let _ = tch::no_grad(|| self.step_count.fill_(self.step as f64));
-        let copied: Vec<adamw_bf16::Slot<'_>> = grads
+        // bf16 copies' and sparse gradients: AdamW's own kernel; the rest: ATen's.
+        let own_kernel = |i: usize| self.bf16_copies[i].is_some() || grads[&i].is_sparse();
+        let own: Vec<adamw_kernel::Slot<'_>> = grads
             .iter()
-            .filter_map(|(&i, grad)| {
-                Some(adamw_bf16::Slot {
-                    master: &self.params[i].tensor,
-                    copy: self.bf16_copies[i].as_ref()?,
-                    grad,
-                    exp_avg: &self.exp_avg[i],
-                    exp_avg_sq: &self.exp_avg_sq[i],
-                    weight_decay: self.params[i].weight_decay,
-                })
+            .filter(|(&i, _)| own_kernel(i))
+            .map(|(&i, grad)| adamw_kernel::Slot {
+                master: &self.params[i].tensor,
+                gradient: match &self.bf16_copies[i] {
+                    Some(copy) => adamw_kernel::Gradient::Bf16 { grad, copy },
+                    None => adamw_kernel::Gradient::SparseRows(grad),
+                },
+                exp_avg: &self.exp_avg[i],
+                exp_avg_sq: &self.exp_avg_sq[i],
+                weight_decay: self.params[i].weight_decay,
             })
             .collect();
-        if !copied.is_empty() {
-            let hyper = adamw_bf16::Hyper {
+        if !own.is_empty() {
+            let hyper = adamw_kernel::Hyper {
                 lr,
                 beta1,
                 beta2,
@@ -254,13 +262,13 @@ impl AdamW {
                 step: self.step,
                 grad_divisor: grad_divisor.as_ref().map(|d| d.double_value(&[]) as f32),
             };
-            tch::no_grad(|| adamw_bf16::step(&copied, hyper))?;
+            tch::no_grad(|| adamw_kernel::step(&own, hyper))?;
         }
         for (weight_decay, members) in &self.groups {
             let members: Vec<usize> = members
                 .iter()
                 .copied()
-                .filter(|&i| grads.contains_key(&i) && self.bf16_copies[i].is_none())
+                .filter(|&i| grads.contains_key(&i) && !own_kernel(i))
                 .collect();
             if members.is_empty() {
                 continue;
@@ -291,7 +299,12 @@ impl AdamW {
         Ok(())
     }
 
-    fn single_tensor_step(&mut self, lr: f64) {
+    fn single_tensor_step(&mut self, lr: f64) -> Result<()> {
+        if self.params.iter().any(|p| p.tensor.grad().is_sparse()) {
+            return Err(TrainError::InvalidArgs(
+                "sparse gradients are updated by the fused AdamW only (adamw_torch_fused)".into(),
+            ));
+        }
         let AdamWConfig {
             beta1, beta2, eps, ..
         } = self.config;
@@ -332,6 +345,7 @@ impl AdamW {
                 let _ = p.tensor.addcdiv_(&tmp, &denom);
             }
         });
+        Ok(())
     }
 
     /// State as named tensors (`exp_avg.<param>`, `exp_avg_sq.<param>`, `step`), for safetensors.

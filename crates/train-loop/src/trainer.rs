@@ -131,6 +131,11 @@ fn decays(name: &str) -> bool {
 
 /// Dropout masks depend only on (seed, step, micro-batch, rank), so a resumed run
 /// draws the same ones, and data-parallel ranks draw different ones.
+/// An environment switch that is on unless set to `0`.
+fn switch_on(name: &str) -> bool {
+    std::env::var(name).map_or(true, |v| v != "0")
+}
+
 fn step_seed(seed: u64, global_step: u64, micro: usize, rank: i64) -> i64 {
     (seed.wrapping_mul(1_000_003) ^ (global_step << 8 | micro as u64) ^ ((rank as u64) << 48))
         as i64
@@ -290,19 +295,24 @@ impl Trainer<'_> {
         Ok(())
     }
 
-    /// Whether training's linears multiply with bf16 copies of the weights that AdamW
-    /// keeps (see [`AdamW::attach_bf16_copies`]) rather than autocast's per-forward
-    /// casts: same values, two passes over the weights fewer per step. On CPU with the
-    /// fused AdamW, one backward per update and one process (summing gradients across
-    /// micro-batches or ranks wants them in fp32). `GLUE_RS_BF16_COPIES=0` turns it
-    /// off (to compare).
-    fn uses_bf16_copies(&self) -> bool {
-        self.args.bf16
-            && self.model.device() == tch::Device::Cpu
+    /// Whether AdamW's own CPU kernel may take gradients ATen's fused one cannot (bf16
+    /// copies' and sparse word-embedding rows): on CPU with the fused AdamW, one
+    /// backward per update and one process (summing gradients across micro-batches or
+    /// ranks wants them dense and in fp32).
+    fn own_update_applies(&self) -> bool {
+        self.model.device() == tch::Device::Cpu
             && self.args.optim == OptimizerKind::AdamwTorchFused
             && self.args.gradient_accumulation_steps == 1
             && distributed::group().is_none()
-            && std::env::var("GLUE_RS_BF16_COPIES").map_or(true, |v| v != "0")
+    }
+
+    /// Whether training's linears multiply with bf16 copies of the weights that AdamW
+    /// keeps (see [`AdamW::attach_bf16_copies`]) rather than autocast's per-forward
+    /// casts: same values, two passes over the weights fewer per step.
+    /// `GLUE_RS_BF16_COPIES=0` turns it off (to compare); likewise
+    /// `GLUE_RS_SPARSE_EMBEDDING_GRAD=0` for the word embeddings' sparse gradient.
+    fn uses_bf16_copies(&self) -> bool {
+        self.args.bf16 && self.own_update_applies() && switch_on("GLUE_RS_BF16_COPIES")
     }
 
     /// Evaluates every eval set; keys carry HF's `eval_` prefix (and the set's suffix).
@@ -433,6 +443,8 @@ impl Trainer<'_> {
             distributed::broadcast_from_main(group, &weights)?;
         }
         self.model.model.detach_bf16_copies();
+        let sparse = self.own_update_applies() && switch_on("GLUE_RS_SPARSE_EMBEDDING_GRAD");
+        self.model.model.bert.set_sparse_word_gradient(sparse);
         if self.uses_bf16_copies() {
             let copies = self.model.model.attach_bf16_copies()?;
             optimizer
@@ -503,6 +515,7 @@ impl Trainer<'_> {
             }
         }
         self.model.model.detach_bf16_copies();
+        self.model.model.bert.set_sparse_word_gradient(false);
         if self.args.load_best_model_at_end {
             if let Some(group) = distributed::group() {
                 // Rank 0 wrote the checkpoints; the others read them once it is done.
