@@ -3,10 +3,12 @@
 //! the word embeddings' sparse gradient against the dense one. Its own test binary:
 //! the steps seed torch's global generator.
 
+mod common;
+
 use std::collections::BTreeMap;
 
 use bert_model::{BertForSequenceClassification, Precision};
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 /// One training forward and backward: the loss and every gradient, by variable name
 /// (a copy's gradient under its weight's name, widened).
@@ -48,15 +50,7 @@ fn step(
 
 #[test]
 fn bf16_copies_give_autocasts_loss_and_gradients() {
-    tch::set_num_threads(1);
-    let dir = glue_testkit::test_model_dir();
-    let (mut model, _) = BertForSequenceClassification::from_pretrained(
-        dir.to_str().unwrap(),
-        Some(&["not_equivalent", "equivalent"]),
-        Device::Cpu,
-    )
-    .unwrap();
-    model.set_precision(Precision::Bf16).unwrap();
+    let mut model = common::bf16_mrpc_model();
     let (loss, grads) = step(&model, &[]);
 
     let vars = model.vs.variables();

@@ -3,20 +3,14 @@
 //! test binary: torch's global generator must not be shared with concurrent tests for
 //! "same seed, same step" to hold.
 
-use bert_model::{BertForSequenceClassification, Layout, Precision};
-use tch::{Device, Kind, Tensor};
+mod common;
+
+use bert_model::{BertForSequenceClassification, Layout};
+use tch::{Kind, Tensor};
 
 #[test]
 fn bf16_training_steps_repeat_with_the_seed_in_both_layouts() {
-    tch::set_num_threads(1);
-    let dir = glue_testkit::test_model_dir();
-    let (mut model, _) = BertForSequenceClassification::from_pretrained(
-        dir.to_str().unwrap(),
-        Some(&["not_equivalent", "equivalent"]),
-        Device::Cpu,
-    )
-    .unwrap();
-    model.set_precision(Precision::Bf16).unwrap();
+    let mut model = common::bf16_mrpc_model();
     let ids = Tensor::from_slice(&glue_testkit::hf_check_input_ids(30522)).view([2, 8]);
     let mask = ids.ne(0).to_kind(Kind::Int64);
     let types = ids.zeros_like();
