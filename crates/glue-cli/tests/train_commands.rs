@@ -181,15 +181,7 @@ fn bf16_run_with_weight_copies_resumes_bit_identically_and_tracks_autocasts() {
         v.push("--bf16".into());
         v
     };
-    let out = cli().args(args(&a)).output().unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-
-    copy_dir(&a.join("checkpoint-4"), &b.join("checkpoint-4"));
-    let out = cli()
-        .args(args(&b))
-        .args(["--resume-from-checkpoint", "latest"])
-        .output()
-        .unwrap();
+    let out = run_then_resume_elsewhere(args, &a, &b, 4);
     assert!(out.status.success(), "{}", text(&out));
     let weights = |d: &PathBuf| fs::read(d.join("model.safetensors")).unwrap();
     assert!(
@@ -243,16 +235,7 @@ fn resume_with_eval_and_best_model_matches_the_uninterrupted_run() {
         );
         args
     };
-    let out = cli().args(args(&a)).output().unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-
-    // b holds only a's checkpoint-8, as if the run had stopped right after saving it.
-    copy_dir(&a.join("checkpoint-8"), &b.join("checkpoint-8"));
-    let out = cli()
-        .args(args(&b))
-        .args(["--resume-from-checkpoint", "latest"])
-        .output()
-        .unwrap();
+    let out = run_then_resume_elsewhere(args, &a, &b, 8);
     let log = text(&out);
     assert!(out.status.success(), "{log}");
     assert!(log.contains("starting at step 8"), "{log}");
@@ -296,6 +279,26 @@ fn resume_with_eval_and_best_model_matches_the_uninterrupted_run() {
     };
     assert!(evals(&sa).len() >= 3, "evaluations at steps 4, 8 and 12");
     assert_eq!(evals(&sa), evals(&sb));
+}
+
+/// Runs `args(a)` to the end, then resumes `args(b)` from a copy of a's checkpoint at
+/// `step` alone in `b` (as if b's run had stopped right after saving it); returns the
+/// resumed run's output.
+fn run_then_resume_elsewhere(
+    args: impl Fn(&Path) -> Vec<String>,
+    a: &Path,
+    b: &Path,
+    step: u64,
+) -> Output {
+    let out = cli().args(args(a)).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let checkpoint = format!("checkpoint-{step}");
+    copy_dir(&a.join(&checkpoint), &b.join(&checkpoint));
+    cli()
+        .args(args(b))
+        .args(["--resume-from-checkpoint", "latest"])
+        .output()
+        .unwrap()
 }
 
 fn copy_dir(from: &Path, to: &Path) {
