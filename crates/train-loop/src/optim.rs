@@ -81,6 +81,13 @@ pub struct AdamW {
     /// Per parameter, the bf16 copy that carries its gradient and that each update
     /// rewrites ([`AdamW::attach_bf16_copies`]).
     bf16_copies: Vec<Option<Tensor>>,
+    /// Per parameter with sparse gradients and no weight decay: per row, false while
+    /// its moments are all +0.0 (a word no batch has looked up), so the update can
+    /// skip it ([`adamw_kernel::Gradient::SparseRows`]). Found from the moments at the
+    /// first sparse step, and again after [`AdamW::load_state`].
+    live_rows: Vec<Option<Vec<bool>>>,
+    /// Whether the update skips those rows ([`AdamW::set_skip_dormant_rows`]).
+    skip_dormant_rows: bool,
     /// Updates done so far.
     pub step: i64,
 }
@@ -112,6 +119,8 @@ impl AdamW {
             groups,
             grad_divisor: None,
             bf16_copies: params.iter().map(|_| None).collect(),
+            live_rows: params.iter().map(|_| None).collect(),
+            skip_dormant_rows: true,
             exp_avg: params.iter().map(zeros).collect(),
             exp_avg_sq: params.iter().map(zeros).collect(),
             params,
@@ -237,6 +246,11 @@ impl AdamW {
         let grads: BTreeMap<usize, Tensor> = self.defined_grads()?.into_iter().collect();
         let grad_divisor = self.grad_divisor.take();
         let _ = tch::no_grad(|| self.step_count.fill_(self.step as f64));
+        for (&i, grad) in &grads {
+            if grad.is_sparse() && self.params[i].weight_decay == 0.0 {
+                self.mark_live_rows(i, grad)?;
+            }
+        }
         // bf16 copies' and sparse gradients: AdamW's own kernel; the rest: ATen's.
         let own_kernel = |i: usize| self.bf16_copies[i].is_some() || grads[&i].is_sparse();
         let own: Vec<adamw_kernel::Slot<'_>> = grads
@@ -246,7 +260,12 @@ impl AdamW {
                 master: &self.params[i].tensor,
                 gradient: match &self.bf16_copies[i] {
                     Some(copy) => adamw_kernel::Gradient::Bf16 { grad, copy },
-                    None => adamw_kernel::Gradient::SparseRows(grad),
+                    None => adamw_kernel::Gradient::SparseRows {
+                        grad,
+                        live: self.live_rows[i]
+                            .as_deref()
+                            .filter(|_| self.skip_dormant_rows),
+                    },
                 },
                 exp_avg: &self.exp_avg[i],
                 exp_avg_sq: &self.exp_avg_sq[i],
@@ -295,6 +314,41 @@ impl AdamW {
                     },
                 )
             })?;
+        }
+        Ok(())
+    }
+
+    /// Whether updates skip the rows of sparse-gradient parameters without weight
+    /// decay whose moments are still all +0.0 (on by default): their update would
+    /// leave them bit for bit as they are, so this only changes the time it takes.
+    pub fn set_skip_dormant_rows(&mut self, skip: bool) {
+        self.skip_dormant_rows = skip;
+    }
+
+    /// Marks the rows of parameter `i`'s sparse gradient live, first finding the
+    /// live rows from the moments if they are not known.
+    fn mark_live_rows(&mut self, i: usize, grad: &Tensor) -> Result<()> {
+        let live = match &mut self.live_rows[i] {
+            Some(live) => live,
+            slot @ None => {
+                let (m, v) = (&self.exp_avg[i], &self.exp_avg_sq[i]);
+                let rows = m.size().first().copied().unwrap_or(1);
+                // Any bit set: -0.0 counts as live, its update is not the identity.
+                let nonzero = |t: &Tensor| -> Result<Tensor> {
+                    Ok(t.f_reshape([rows, -1])?
+                        .f_view_dtype(Kind::Int)?
+                        .f_ne(0)?
+                        .f_any_dim(1, false)?)
+                };
+                slot.insert(Vec::<bool>::try_from(
+                    nonzero(m)?.f_logical_or(&nonzero(v)?)?,
+                )?)
+            }
+        };
+        for r in Vec::<i64>::try_from(grad.f_indices()?.f_view([-1])?)? {
+            if let Some(flag) = usize::try_from(r).ok().and_then(|r| live.get_mut(r)) {
+                *flag = true;
+            }
         }
         Ok(())
     }
@@ -364,6 +418,7 @@ impl AdamW {
         let mut map: BTreeMap<String, Tensor> = state.into_iter().collect();
         let step = map.remove("step").ok_or("optimizer state has no `step`")?;
         self.step = step.int64_value(&[0]);
+        self.live_rows.iter_mut().for_each(|l| *l = None);
         for ((p, m), v) in self
             .params
             .iter()

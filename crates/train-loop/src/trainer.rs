@@ -310,7 +310,8 @@ impl Trainer<'_> {
     /// keeps (see [`AdamW::attach_bf16_copies`]) rather than autocast's per-forward
     /// casts: same values, two passes over the weights fewer per step.
     /// `GLUE_RS_BF16_COPIES=0` turns it off (to compare); likewise
-    /// `GLUE_RS_SPARSE_EMBEDDING_GRAD=0` for the word embeddings' sparse gradient.
+    /// `GLUE_RS_SPARSE_EMBEDDING_GRAD=0` for the word embeddings' sparse gradient, and
+    /// `GLUE_RS_SKIP_DORMANT_ROWS=0` for AdamW's skipping of rows never looked up.
     fn uses_bf16_copies(&self) -> bool {
         self.args.bf16 && self.own_update_applies() && switch_on("GLUE_RS_BF16_COPIES")
     }
@@ -445,6 +446,7 @@ impl Trainer<'_> {
         self.model.model.detach_bf16_copies();
         let sparse = self.own_update_applies() && switch_on("GLUE_RS_SPARSE_EMBEDDING_GRAD");
         self.model.model.bert.set_sparse_word_gradient(sparse);
+        optimizer.set_skip_dormant_rows(switch_on("GLUE_RS_SKIP_DORMANT_ROWS"));
         if self.uses_bf16_copies() {
             let copies = self.model.model.attach_bf16_copies()?;
             optimizer
