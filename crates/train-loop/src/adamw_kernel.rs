@@ -548,6 +548,18 @@ mod tests {
         }
     }
 
+    /// The sparse tests' step: lr 1e-3, torch's default betas and eps.
+    fn sparse_test_hyper(step: i64, grad_divisor: f32) -> Hyper {
+        Hyper {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            step,
+            grad_divisor: Some(grad_divisor),
+        }
+    }
+
     /// Sparse row gradients (a batch's word-embedding rows, some repeated) against
     /// ATen's fused AdamW on the dense gradient: rows without a gradient move too.
     #[test]
@@ -587,14 +599,7 @@ mod tests {
                 exp_avg_sq: &v,
                 weight_decay: 0.01,
             };
-            let hyper = Hyper {
-                lr: 1e-3,
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-                step: step_no,
-                grad_divisor: Some(1.25),
-            };
+            let hyper = sparse_test_hyper(step_no, 1.25);
             step(&[slot], hyper).unwrap();
 
             let dense = grad.to_dense(None, false);
@@ -661,14 +666,7 @@ mod tests {
             for r in Vec::<i64>::try_from(grad.indices().view([-1])).unwrap() {
                 live[r as usize] = true;
             }
-            let hyper = Hyper {
-                lr: 1e-3,
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-                step: step_no,
-                grad_divisor: Some(1.5),
-            };
+            let hyper = sparse_test_hyper(step_no, 1.5);
             for (run, flags) in runs.iter().zip([None, Some(live.as_slice())]) {
                 let slot = Slot {
                     master: &run[0],
