@@ -361,7 +361,15 @@ impl Packing {
     /// get their own sequence's first row, so nothing crosses between sequences; the
     /// mask turns them into exact zeros in the softmax, so outputs and gradients are
     /// those of zero padding, bit for bit.
+    /// In training the backward gathers the tokens' gradients
+    /// ([`torch_shim::spread_rows`]) where index_select's zero-fills and scatters on one
+    /// thread (~1.5 ms of a ~100 ms bf16 MiniLM step on a 2-core Xeon): the padding
+    /// positions' gradients are zeros, since the mask gives them probability 0.
     fn spread(&self, x: &Tensor) -> TchResult<Tensor> {
+        if x.requires_grad() {
+            return torch_shim::spread_rows(x, &self.spread, &self.index)
+                .map_err(|e| TchError::Torch(e.to_string()));
+        }
         x.f_index_select(0, &self.spread)
     }
 

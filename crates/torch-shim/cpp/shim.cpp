@@ -6,6 +6,7 @@
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/headeronly/version.h>
 
 #include "guarded.hpp"
@@ -325,6 +326,54 @@ char* glue_shim_set_deterministic(int enabled) {
     ctx.setDeterministicCuDNN(enabled != 0);
     ctx.setBenchmarkCuDNN(false);
   });
+}
+
+}  // extern "C"
+
+namespace {
+
+// x.index_select(0, spread), whose backward gathers where index_select's scatters.
+// `spread` sends every position of a padded [batch * seq] layout to a row of x:
+// each token's own, and each padding position its sequence's first token's; `index`
+// (the tokens' positions, one per row of x that is a token) inverts it on the
+// tokens. index_select's backward zero-fills x's shape and adds the positions'
+// gradients back one by one, on one thread; here row r's gradient is the one at
+// index[r], and rows past index's length (dummy rows) get zeros. That is the same
+// sum when the padding positions' gradients are zero, as attention's are: the mask
+// gives them probability 0, so nothing flows through them (up to the sign of a zero).
+struct SpreadRows : public torch::autograd::Function<SpreadRows> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            const at::Tensor& spread, const at::Tensor& index) {
+    ctx->save_for_backward({index});
+    ctx->saved_data["rows"] = x.size(0);
+    return x.index_select(0, spread);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const at::Tensor& grad = grads[0];
+    if (!grad.defined()) {
+      return {at::Tensor(), at::Tensor(), at::Tensor()};
+    }
+    at::Tensor index = ctx->get_saved_variables()[0];
+    const int64_t rows = ctx->saved_data["rows"].toInt();
+    at::Tensor out = grad.index_select(0, index);
+    if (out.size(0) < rows) {
+      auto shape = out.sizes().vec();
+      shape[0] = rows - out.size(0);
+      out = at::cat({out, at::zeros(shape, out.options())}, 0);
+    }
+    return {out, at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+extern "C" {
+
+char* glue_shim_spread_rows(at::Tensor* x, at::Tensor* spread, at::Tensor* index,
+                            at::Tensor** out) {
+  return guarded([&] { *out = new at::Tensor(SpreadRows::apply(*x, *spread, *index)); });
 }
 
 int glue_shim_deterministic() {

@@ -48,6 +48,12 @@ extern "C" {
         act: c_int,
         out: *mut *mut AtTensor,
     ) -> *mut c_char;
+    fn glue_shim_spread_rows(
+        x: *mut AtTensor,
+        spread: *mut AtTensor,
+        index: *mut AtTensor,
+        out: *mut *mut AtTensor,
+    ) -> *mut c_char;
     fn glue_shim_pack_linear_weight(
         w: *mut AtTensor,
         rows: i64,
@@ -342,6 +348,21 @@ pub fn pack_linear_weight(w: &Tensor, rows: i64, bf16: bool) -> Result<Option<Te
     })?;
     // SAFETY: when not null, `out` is a new `at::Tensor*` that we own.
     Ok((!out.is_null()).then(|| unsafe { Tensor::from_ptr(out) }))
+}
+
+pub fn spread_rows(x: &Tensor, spread: &Tensor, index: &Tensor) -> Result<Tensor, TorchError> {
+    let mut out: *mut AtTensor = std::ptr::null_mut();
+    // SAFETY: live tensor handles and one out-parameter on our stack.
+    check(unsafe {
+        glue_shim_spread_rows(
+            x.as_ptr() as *mut AtTensor,
+            spread.as_ptr() as *mut AtTensor,
+            index.as_ptr() as *mut AtTensor,
+            &mut out,
+        )
+    })?;
+    // SAFETY: on success `out` is a new `at::Tensor*` that we own.
+    Ok(unsafe { Tensor::from_ptr(out) })
 }
 
 /// Sets this thread's intra-op thread counts (`n` > 0), or restores `restore`

@@ -226,6 +226,35 @@ pub fn linear_inference(
     ffi::linear_inference(x, w, packed.map(|p| &p.0), b, code)
 }
 
+/// `x.index_select(0, spread)` for a padding-free encoder's attention, with a backward
+/// that gathers instead of scattering: `spread` maps every position of a padded
+/// `[batch * seq]` layout to a row of `x` (a token's own row, or at padding a row of
+/// its sequence), and `index` maps each of x's first `index.len()` rows back to its
+/// position. Row r's gradient is the output gradient at `index[r]`, the rows after
+/// those get zeros. That equals index_select's backward (zero-fill, then add every
+/// position's gradient into its row, on one thread) whenever the gradient at the
+/// positions `index` does not name is zero, as it is at attention's masked padding,
+/// up to the sign of zeros.
+///
+/// ```
+/// use tch::{Kind, Tensor};
+///
+/// let x = Tensor::arange(6, tch::kind::FLOAT_CPU).view([3, 2]).set_requires_grad(true);
+/// // Two sequences [a, pad] and [b, c]: positions 0..4 read rows 0, 0, 1, 2.
+/// let spread = Tensor::from_slice(&[0i64, 0, 1, 2]);
+/// let index = Tensor::from_slice(&[0i64, 2, 3]);
+/// let y = torch_shim::spread_rows(&x, &spread, &index)?;
+/// assert!(y.equal(&x.index_select(0, &spread)));
+/// // A gradient that is zero at the padding position 1.
+/// let mask = Tensor::from_slice(&[1f32, 0., 1., 1.]).view([4, 1]);
+/// (y * &mask).sum(Kind::Float).backward();
+/// assert!(x.grad().equal(&Tensor::ones([3, 2], tch::kind::FLOAT_CPU)));
+/// # Ok::<(), torch_shim::TorchError>(())
+/// ```
+pub fn spread_rows(x: &Tensor, spread: &Tensor, index: &Tensor) -> Result<Tensor> {
+    ffi::spread_rows(x, spread, index)
+}
+
 /// A linear layer's fp32 CPU weight reordered once into the layout oneDNN's inner
 /// product asks for (`mkldnn::_reorder_linear_weight`, as torch.compile's freezing pass
 /// prepares a linear layer; for fp32 on an AVX-512 AMD EPYC, the weight transposed), for
@@ -398,6 +427,43 @@ pub fn cudnn_attention() -> bool {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Gradients equal index_select's, bit for bit, when the padding positions'
+    /// output gradient is zero: three sequences of 5, 2 and 1 tokens padded to 5,
+    /// and two dummy rows after the 8 tokens.
+    #[test]
+    fn spread_rows_gradient_is_index_selects_when_padding_gets_none() {
+        use tch::{Kind, Tensor};
+        tch::manual_seed(11);
+        let lengths = [5i64, 2, 1];
+        let (mut spread, mut index, mut real_mask, mut first) = (vec![], vec![], vec![], 0);
+        for &n in &lengths {
+            for col in 0..5 {
+                if col < n {
+                    index.push(spread.len() as i64);
+                    spread.push(first + col);
+                    real_mask.push(1f32);
+                } else {
+                    spread.push(first);
+                    real_mask.push(0f32);
+                }
+            }
+            first += n;
+        }
+        let (spread, index) = (Tensor::from_slice(&spread), Tensor::from_slice(&index));
+        let mask = Tensor::from_slice(&real_mask).view([15, 1]);
+        let upstream = Tensor::randn([15, 6], tch::kind::FLOAT_CPU) * &mask;
+        let x = Tensor::randn([10, 6], tch::kind::FLOAT_CPU).set_requires_grad(true);
+        let grad_of = |y: Tensor| {
+            let loss = (y * &upstream).sum(Kind::Float);
+            Tensor::run_backward(&[loss], &[&x], false, false).remove(0)
+        };
+        let y = super::spread_rows(&x, &spread, &index).unwrap();
+        assert!(y.equal(&x.index_select(0, &spread)));
+        let ours = grad_of(y);
+        let theirs = grad_of(x.index_select(0, &spread));
+        assert!(ours.equal(&theirs), "{ours} vs {theirs}");
+    }
 
     #[test]
     fn intra_op_threads_are_the_calling_threads_own_and_restored() {
