@@ -6,7 +6,8 @@ linear schedule, eval every epoch, max_length 128, dynamic padding), on CPU, for
 each seed given, and prints validation accuracy/F1, wall time and samples/s.
 
 Run: .venv-ref/bin/python scripts/hf_trainer_mrpc.py [SEED ...]   (default 42 43 44)
-Writes tests/golden/hf_trainer_mrpc.json.
+Writes tests/golden/hf_trainer_mrpc.json: these seeds' runs replace the file's runs of the
+same seeds; the other seeds' runs stay.
 """
 import json
 import os
@@ -80,8 +81,12 @@ def main():
     for r in results:
         print(f"{r['seed']:>5} {r['eval_accuracy']:>9.4f} {r['eval_f1']:>7.4f} {r['train_runtime']:>8.1f} {r['train_samples_per_second']:>10.2f}")
     target = ROOT / "tests" / "golden" / "hf_trainer_mrpc.json"
-    target.write_text(json.dumps({"transformers": transformers.__version__, "torch": torch.__version__,
-                                  "runs": results}, indent=1) + "\n")
+    kept = json.loads(target.read_text())["runs"] if target.exists() else []
+    runs = sorted([r for r in kept if r["seed"] not in seeds] + results, key=lambda r: r["seed"])
+    tmp = target.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"transformers": transformers.__version__, "torch": torch.__version__,
+                               "runs": runs}, indent=1) + "\n")
+    tmp.replace(target)
 
 
 if __name__ == "__main__":
