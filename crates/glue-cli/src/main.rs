@@ -111,10 +111,8 @@ fn set_threads() {
 }
 
 fn main() -> ExitCode {
-    heap::keep_freed_memory();
     pin_mkl_code_path();
     set_threads();
-    heap::share_arenas(tch::get_num_threads().max(1) as usize);
     if std::env::args()
         .nth(1)
         .is_some_and(|a| a == "--version" || a == "-V")

@@ -11,7 +11,7 @@ use glue_data::{load_split, Collator, EncodedSplit, Preprocessor, Task};
 use serde_json::{Map, Value};
 use train_loop::{checkpoint, evaluate, EvalSet, Predictions, Trainer, TrainingArgs};
 
-use crate::heap::{bound_onednn_cache, TrimHeap};
+use crate::heap::bound_onednn_cache;
 use crate::output::write_atomically;
 use crate::plot::training_curves;
 use crate::report::CliReporter;
@@ -488,7 +488,6 @@ pub fn run(run: &RunArgs) -> Result<()> {
         })
         .collect::<Result<Vec<_>>>()?;
     drop(eval_raw);
-    let mut trim = TrimHeap::default();
     let mut reporter =
         CliReporter::new(args.per_device_train_batch_size * args.gradient_accumulation_steps);
     // The trainer sets the collator's pad_to_multiple_of from args.
@@ -502,8 +501,8 @@ pub fn run(run: &RunArgs) -> Result<()> {
         eval_sets,
         // Progress and logs on rank 0 only.
         callbacks: match main_process {
-            true => vec![&mut reporter, &mut trim],
-            false => vec![&mut trim],
+            true => vec![&mut reporter],
+            false => vec![],
         },
     };
     let out = trainer.train(resume.as_deref())?;
