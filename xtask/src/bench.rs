@@ -1,6 +1,6 @@
 //! `cargo xtask bench-train`: `glue-cli run` and HF's `Trainer` (scripts/hf_train.py
 //! in .venv-ref) on the same task, model, data, settings and thread count, on this
-//! machine, interleaved (A B A B ...), in one table: train seconds, train and eval
+//! machine, interleaved (A B, then B A, ...), in one table: train seconds, train and eval
 //! samples/s, peak RSS, final metrics, and the ratios.
 
 use std::fmt::Write as _;
@@ -39,7 +39,7 @@ pub struct BenchArgs {
     /// Intra-op threads for both sides [default: this machine's physical cores].
     #[arg(long)]
     threads: Option<usize>,
-    /// Rounds of (glue-rs, HF) runs.
+    /// Rounds of (glue-rs, HF) runs; every other round runs them in reverse order.
     #[arg(long, default_value_t = 2)]
     repeats: usize,
     #[arg(long, default_value_t = 42)]
@@ -283,7 +283,15 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     );
     let mut outcomes: Vec<Vec<Outcome>> = sides.iter().map(|_| Vec::new()).collect();
     for round in 0..args.repeats {
-        for (i, (label, ours, bf16)) in sides.iter().enumerate() {
+        // A B, B A, A B, ...: this VM's speed drifts (HF's fp32 run took 502 s, then
+        // 884 s half an hour later, 2026-11-29), and with the order reversed every other
+        // round a steady drift weighs on both sides alike over two rounds.
+        let order: Vec<usize> = match round % 2 {
+            0 => (0..sides.len()).collect(),
+            _ => (0..sides.len()).rev().collect(),
+        };
+        for i in order {
+            let (label, ours, bf16) = &sides[i];
             let out_dir = work.join(format!("{}-{round}", label.replace(' ', "-")));
             let mut cmd = if *ours {
                 let mut c = Command::new(root.join("target/release/glue-cli"));
