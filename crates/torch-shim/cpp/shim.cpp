@@ -253,7 +253,7 @@ char* glue_shim_linear_inference(at::Tensor* x, at::Tensor* w, at::Tensor* packe
 // to a linear layer's weight), cast to bf16 first when `bf16`. Given the plain weight,
 // oneDNN reorders it on every call. `*out` stays null off the
 // CPU or in a libtorch without oneDNN. `rows` > 0 hints the row count of the inputs
-// (`batch_size`; the layout barely depends on it).
+// (`batch_size`; it can decide the layout, and so oneDNN's kernel).
 char* glue_shim_pack_linear_weight(at::Tensor* w, int64_t rows, int bf16, at::Tensor** out) {
   return guarded([&] {
     *out = nullptr;

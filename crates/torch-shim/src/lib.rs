@@ -274,8 +274,10 @@ unsafe impl Sync for PackedWeight {}
 
 impl PackedWeight {
     /// `w`: `[out, in]`, fp32, packed as `kind` (`Float` or `BFloat16`); `rows` > 0
-    /// hints the inputs' row count (the layout barely depends on it). `None` off the
-    /// CPU, or in a libtorch without oneDNN.
+    /// hints the inputs' row count, which can decide the layout and so the kernel (on
+    /// an Intel Xeon, fp32 `[1536, 384]`: transposed and a gemm kernel without a hint,
+    /// blocked and brgemm, ~1.3x faster, from ~256 rows). `None` off the CPU, or in a
+    /// libtorch without oneDNN.
     pub fn new(w: &Tensor, kind: Kind, rows: i64) -> Result<Option<PackedWeight>> {
         let bf16 = match kind {
             Kind::Float => false,
